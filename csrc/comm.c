@@ -1,0 +1,166 @@
+/* comm.c - communicator lifecycle: two-phase create/connect, host identity,
+ * transport choice, failure propagation, destroy. */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "transport/transport.h"
+
+#define RC_DEFAULT_CHUNK (128 * 1024)
+#define RC_DEFAULT_NSLOTS 4
+#define RC_DEFAULT_TIMEOUT 300.0
+
+/* Host identity: two ranks share memory only when they share a kernel boot
+ * and the /dev/shm filesystem (containers on one host may not). */
+static void host_identity(char *buf, size_t len) {
+    const char *env = getenv("RINGCOMM_HOST_ID");
+    if (env && *env) {
+        snprintf(buf, len, "env:%s", env);
+        return;
+    }
+    char boot[64] = "noboot";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(boot, sizeof boot, f)) strcpy(boot, "noboot");
+        fclose(f);
+        boot[strcspn(boot, "\n")] = 0;
+    }
+    struct stat sb;
+    unsigned long long dev = stat("/dev/shm", &sb) == 0 ? (unsigned long long)sb.st_dev : 0;
+    char host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(buf, len, "%s/%llx/%s", boot, dev, host);
+}
+
+int rc_comm_rank(const rc_comm_t *comm) { return comm ? comm->rank : -1; }
+int rc_comm_size(const rc_comm_t *comm) { return comm ? comm->size : -1; }
+size_t rc_comm_chunk_bytes(const rc_comm_t *comm) { return comm ? comm->chunk_bytes : 0; }
+
+rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout_s,
+                           rc_comm_t **out) {
+    if (!out) return rc_set_error(RC_ERR_INVALID_ARG, "comm_create: out is NULL");
+    *out = NULL;
+    if (size < 1 || rank < 0 || rank >= size)
+        return rc_set_error(RC_ERR_INVALID_ARG, "comm_create: rank %d is not in [0, size=%d)",
+                            rank, size);
+    if (!token || !*token || strlen(token) >= 48 || strchr(token, '/'))
+        return rc_set_error(RC_ERR_INVALID_ARG,
+                            "comm_create: token must be 1-47 characters without '/'");
+    rc_comm_t *c = calloc(1, sizeof *c);
+    if (!c) return rc_set_error(RC_ERR_NO_MEMORY, "comm_create: out of memory");
+    c->rank = rank;
+    c->size = size;
+    snprintf(c->token, sizeof c->token, "%s", token);
+    c->timeout_s = timeout_s > 0 ? timeout_s : rc_env_double("RINGCOMM_TIMEOUT", RC_DEFAULT_TIMEOUT);
+    if (c->timeout_s <= 0) c->timeout_s = RC_DEFAULT_TIMEOUT;
+    long long chunk = rc_env_ll("RINGCOMM_CHUNK_BYTES", RC_DEFAULT_CHUNK);
+    long long nslots = rc_env_ll("RINGCOMM_NSLOTS", RC_DEFAULT_NSLOTS);
+    if (chunk < 64) chunk = 64;
+    if (chunk > (1LL << 30)) chunk = 1LL << 30;
+    chunk = chunk / 64 * 64; /* whole cache lines, divisible by every element size */
+    if (nslots < 2) nslots = 2;
+    if (nslots > 1024) nslots = 1024;
+    c->chunk_bytes = (size_t)chunk;
+    c->algo_env = RC_ALGO_AUTO;
+    const char *algo = getenv("RINGCOMM_ALGO");
+    for (int a = 1; algo && *algo && a < RC_NUM_ALGOS; a++)
+        if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
+    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", 16384);
+    c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", 0);
+    c->nslots = (uint32_t)nslots;
+    c->tp = rc_transports[0];
+    rc_status_t st = c->tp->create(c);
+    if (st != RC_OK) {
+        rc_comm_destroy(c);
+        return st;
+    }
+    *out = c;
+    return RC_OK;
+}
+
+rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
+    if (!comm || !blob || blob_bytes < sizeof(rc_addr_t))
+        return rc_set_error(RC_ERR_INVALID_ARG, "comm_address: need a %d-byte buffer",
+                            RC_ADDRESS_BYTES);
+    rc_addr_t a;
+    memset(&a, 0, sizeof a);
+    a.magic = RC_ADDR_MAGIC;
+    a.rank = comm->rank;
+    a.size = comm->size;
+    a.pid = (int32_t)getpid();
+    snprintf(a.token, sizeof a.token, "%s", comm->token);
+    host_identity(a.host, sizeof a.host);
+    memcpy(blob, &a, sizeof a);
+    return RC_OK;
+}
+
+rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_bytes) {
+    if (!comm) return rc_set_error(RC_ERR_INVALID_ARG, "comm_connect: comm is NULL");
+    if (comm->connected) return rc_set_error(RC_ERR_INVALID_ARG, "comm_connect: already connected");
+    if (!blobs || blob_bytes != (size_t)comm->size * sizeof(rc_addr_t))
+        return rc_set_error(RC_ERR_INVALID_ARG,
+                            "comm_connect: expected %d address blobs of %d bytes (%zu bytes), "
+                            "got %zu bytes",
+                            comm->size, RC_ADDRESS_BYTES, (size_t)comm->size * sizeof(rc_addr_t),
+                            blob_bytes);
+    rc_addr_t *addrs = malloc(blob_bytes);
+    if (!addrs) return rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
+    memcpy(addrs, blobs, blob_bytes);
+    rc_status_t st = RC_OK;
+    for (int r = 0; r < comm->size; r++) {
+        const rc_addr_t *a = &addrs[r];
+        if (a->magic != RC_ADDR_MAGIC || a->rank != r || a->size != comm->size ||
+            strncmp(a->token, comm->token, sizeof a->token) != 0) {
+            st = rc_set_error(RC_ERR_MISMATCH,
+                              "comm_connect on rank %d: address %d is not from rank %d of this "
+                              "%d-rank communicator (it says rank %d of %d)",
+                              comm->rank, r, r, comm->size, a->rank, a->size);
+            goto out;
+        }
+    }
+    for (int r = 0; r < comm->size; r++) {
+        if (!comm->tp->can_connect(&addrs[comm->rank], &addrs[r])) {
+            st = rc_set_error(RC_ERR_NOT_SUPPORTED,
+                              "comm_connect on rank %d: rank %d is on another host (%s vs %s); "
+                              "only the shared-memory transport is built so far",
+                              comm->rank, r, addrs[r].host, addrs[comm->rank].host);
+            goto out;
+        }
+    }
+    comm->scratch = malloc(comm->chunk_bytes);
+    if (!comm->scratch) {
+        st = rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
+        goto out;
+    }
+    RC_CHECK_GOTO(comm->tp->connect(comm, addrs), st, out);
+    comm->connected = 1;
+    RC_LOG(RC_INFO, "rank %d/%d connected: transport %s, chunk %zu B x %u slots, timeout %.0f s",
+           comm->rank, comm->size, comm->tp->name, comm->chunk_bytes, comm->nslots,
+           comm->timeout_s);
+out:
+    free(addrs);
+    return st;
+}
+
+rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(comm->broken_msg, sizeof comm->broken_msg, fmt, ap);
+    va_end(ap);
+    comm->broken = st;
+    if (comm->tp && comm->tp->abort) comm->tp->abort(comm, st, comm->broken_msg);
+    return rc_set_error(st, "%s", comm->broken_msg);
+}
+
+rc_status_t rc_comm_destroy(rc_comm_t *comm) {
+    if (!comm) return RC_OK;
+    if (comm->tp && comm->tp->close) comm->tp->close(comm);
+    free(comm->scratch);
+    free(comm);
+    return RC_OK;
+}

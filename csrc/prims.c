@@ -1,0 +1,102 @@
+/* prims.c - chunk primitives over the transport's lent slots (see prims.h). */
+#include <string.h>
+
+#include "prims.h"
+#include "transport/transport.h"
+
+static rc_status_t __attribute__((noinline))
+prim_bad_message(rc_comm_t *c, int from, const rc_desc_t *got, size_t want_bytes) {
+    char mine[160], theirs[160];
+    rc_desc_format(&c->cur.desc, mine, sizeof mine);
+    rc_desc_format(got, theirs, sizeof theirs);
+    if (!rc_desc_equal(got, &c->cur.desc))
+        return rc_comm_fail(c, RC_ERR_MISMATCH,
+                            "collective mismatch: rank %d called %s but rank %d called %s",
+                            c->rank, mine, from, theirs);
+    return rc_comm_fail(c, RC_ERR_INTERNAL,
+                        "rank %d in %s: message from rank %d holds %u bytes, expected %zu",
+                        c->rank, mine, from, got->bytes, want_bytes);
+}
+
+/* Take the next message from `from`, checking it is the one we expect. */
+static inline rc_status_t prim_take(rc_comm_t *c, int from, const void **buf, size_t want_bytes) {
+    rc_desc_t got;
+    RC_CHECK(c->tp->recv_acquire(c, from, buf, &got));
+    if (RC_UNLIKELY(got.bytes != want_bytes || !rc_desc_equal(&got, &c->cur.desc))) {
+        c->tp->recv_release(c, from);
+        return prim_bad_message(c, from, &got, want_bytes);
+    }
+    return RC_OK;
+}
+
+static inline rc_status_t prim_post(rc_comm_t *c, int to, size_t bytes) {
+    rc_desc_t d = c->cur.desc;
+    d.bytes = (uint32_t)bytes;
+    return c->tp->send_commit(c, to, &d);
+}
+
+rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes) {
+    void *slot;
+    RC_CHECK(c->tp->send_acquire(c, to, &slot));
+    if (bytes) memcpy(slot, src, bytes);
+    return prim_post(c, to, bytes);
+}
+
+rc_status_t rc_prim_recv(rc_comm_t *c, int from, void *dst, size_t bytes) {
+    const void *in;
+    RC_CHECK(prim_take(c, from, &in, bytes));
+    if (bytes) memcpy(dst, in, bytes);
+    c->tp->recv_release(c, from);
+    return RC_OK;
+}
+
+rc_status_t rc_prim_recv_reduce(rc_comm_t *c, int from, void *dst, const void *src, size_t n) {
+    const void *in;
+    RC_CHECK(prim_take(c, from, &in, n * c->cur.esize));
+    if (n) c->cur.reduce(dst, src, in, n);
+    c->tp->recv_release(c, from);
+    return RC_OK;
+}
+
+rc_status_t rc_prim_recv_reduce_send(rc_comm_t *c, int from, int to, const void *src, size_t n) {
+    const void *in;
+    void *out;
+    size_t bytes = n * c->cur.esize;
+    RC_CHECK(prim_take(c, from, &in, bytes));
+    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    if (st == RC_OK && n) c->cur.reduce(out, src, in, n);
+    c->tp->recv_release(c, from);
+    RC_CHECK(st);
+    return prim_post(c, to, bytes);
+}
+
+rc_status_t rc_prim_recv_reduce_copy_send(rc_comm_t *c, int from, int to, void *dst,
+                                          const void *src, size_t n) {
+    const void *in;
+    void *out;
+    size_t bytes = n * c->cur.esize;
+    RC_CHECK(prim_take(c, from, &in, bytes));
+    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    if (st == RC_OK && n) {
+        c->cur.reduce(dst, src, in, n);
+        if (c->cur.scale) c->cur.scale(dst, n, (double)c->size);
+        memcpy(out, dst, bytes);
+    }
+    c->tp->recv_release(c, from);
+    RC_CHECK(st);
+    return prim_post(c, to, bytes);
+}
+
+rc_status_t rc_prim_recv_copy_send(rc_comm_t *c, int from, int to, void *dst, size_t bytes) {
+    const void *in;
+    void *out;
+    RC_CHECK(prim_take(c, from, &in, bytes));
+    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    if (st == RC_OK && bytes) {
+        memcpy(dst, in, bytes);
+        memcpy(out, dst, bytes);
+    }
+    c->tp->recv_release(c, from);
+    RC_CHECK(st);
+    return prim_post(c, to, bytes);
+}

@@ -1,0 +1,470 @@
+/* shm.c - same-host transport through one POSIX shared-memory segment.
+ *
+ * Layout of the segment "/ringcomm-<token>" (created by rank 0, 0600, O_EXCL;
+ * unlinked by the last rank to map it, so a crash leaves nothing behind):
+ *
+ *   [header 4 KiB][rank info: 64 B x p][channel 0->0][channel 0->1] ... [channel p-1->p-1]
+ *
+ * A channel (one per ordered rank pair) is a single-producer single-consumer
+ * ring of `nslots` slots of `chunk_bytes` payload:
+ *
+ *   line 0: head          (messages posted, written by the sender)
+ *   line 1: head_waiters  (receiver sleeps on head: sender must FUTEX_WAKE)
+ *   line 2: tail          (messages consumed, written by the receiver)
+ *   line 3: tail_waiters  (sender sleeps on tail)
+ *   slots:  [rc_desc_t 24 B | pad to 32 | payload chunk_bytes] x nslots
+ *
+ * Counters are 32-bit and wrap; only differences are compared.  The receiver
+ * reads (or reduces) straight out of the slot: no staging copy.  Waits spin
+ * with `pause`, then sched_yield, then sleep on a futex with a short timeout
+ * so that the abort flag, peer liveness and the deadline are checked.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "transport.h"
+
+#define SHM_MAGIC 0x3130484d53435252ull /* "RRCSMH01" */
+#define SHM_HDR_BYTES 4096
+#define SHM_SLOT_HDR 32
+
+typedef struct {
+    uint64_t magic;
+    uint32_t size;
+    uint32_t nslots;
+    uint64_t chunk_bytes;
+    uint64_t slot_stride;
+    uint64_t chan_bytes;
+    uint64_t total_bytes;
+    int32_t algo_env; /* rank 0's communicator-wide tuning */
+    uint64_t direct_max;
+    uint64_t tree_max;
+    _Atomic uint32_t attached;
+    _Atomic int32_t abort_state; /* 0 none, 1 being written, 2 set */
+    int32_t abort_status;
+    int32_t abort_rank;
+    char abort_msg[1024];
+} shm_hdr_t;
+_Static_assert(sizeof(shm_hdr_t) <= SHM_HDR_BYTES, "shm header");
+
+typedef struct {
+    _Atomic int32_t pid;
+    _Atomic uint32_t pub; /* seqlock: odd while desc is being written */
+    rc_desc_t desc;
+    char pad[RC_CACHELINE - 8 - sizeof(rc_desc_t)];
+} shm_rankinfo_t;
+_Static_assert(sizeof(shm_rankinfo_t) == RC_CACHELINE, "rank info");
+
+typedef struct {
+    _Alignas(RC_CACHELINE) _Atomic uint32_t head;
+    _Alignas(RC_CACHELINE) _Atomic uint32_t head_waiters;
+    _Alignas(RC_CACHELINE) _Atomic uint32_t tail;
+    _Alignas(RC_CACHELINE) _Atomic uint32_t tail_waiters;
+} shm_chan_t;
+
+typedef struct {
+    shm_chan_t *ch;
+    char *slots;
+    uint32_t pos;    /* my counter: messages posted (tx) or consumed (rx) */
+    uint32_t other;  /* last seen value of the other side's counter */
+} shm_end_t;
+
+struct rc_shm {
+    char name[96];
+    void *base;
+    size_t bytes;
+    shm_hdr_t *hdr;
+    shm_rankinfo_t *info;
+    int unlinked;
+    shm_end_t *tx; /* [peer]: channel me -> peer */
+    shm_end_t *rx; /* [peer]: channel peer -> me */
+    uint32_t spin;
+    uint32_t yields;
+};
+
+/* ------------------------------------------------------------------ */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val, long ns) {
+    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, &ts, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static size_t shm_total_bytes(int p, size_t chan_bytes) {
+    return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t) + (size_t)p * (size_t)p * chan_bytes;
+}
+
+static shm_chan_t *shm_chan(struct rc_shm *s, int from, int to) {
+    size_t off = SHM_HDR_BYTES + (size_t)s->hdr->size * sizeof(shm_rankinfo_t) +
+                 ((size_t)from * s->hdr->size + (size_t)to) * s->hdr->chan_bytes;
+    return (shm_chan_t *)((char *)s->base + off);
+}
+
+static void shm_name(const rc_comm_t *comm, char *buf, size_t len) {
+    snprintf(buf, len, "/ringcomm-%s", comm->token);
+}
+
+/* ---- failure paths (slow, out of line) ---- */
+
+static rc_status_t shm_check_abort(rc_comm_t *comm) {
+    shm_hdr_t *h = comm->shm->hdr;
+    if (RC_LIKELY(atomic_load_explicit(&h->abort_state, memory_order_acquire) != 2)) return RC_OK;
+    rc_status_t st = (rc_status_t)h->abort_status;
+    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", h->abort_rank,
+             h->abort_msg);
+    comm->broken = st;
+    return rc_set_error(st, "%s", comm->broken_msg);
+}
+
+/* Read peer's published descriptor; 1 when it is in the same collective call
+ * (same sequence number) but described differently. */
+static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
+    shm_rankinfo_t *ri = &comm->shm->info[peer];
+    for (int tries = 0; tries < 100; tries++) {
+        uint32_t v0 = atomic_load_explicit(&ri->pub, memory_order_acquire);
+        if (v0 & 1u) continue;
+        memcpy(theirs, (const void *)&ri->desc, sizeof *theirs);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&ri->pub, memory_order_relaxed) != v0) continue;
+        if (theirs->seq != comm->cur.desc.seq || theirs->coll == RC_COLL_NONE) return 0;
+        return !rc_desc_equal(theirs, &comm->cur.desc);
+    }
+    return 0;
+}
+
+static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what) {
+    RC_CHECK(shm_check_abort(comm));
+    struct rc_shm *s = comm->shm;
+    char mine[160], theirs_s[160];
+    for (int r = 0; r < comm->size; r++) {
+        if (r == comm->rank) continue;
+        rc_desc_t theirs;
+        if (shm_peer_mismatch(comm, r, &theirs)) {
+            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+            rc_desc_format(&theirs, theirs_s, sizeof theirs_s);
+            return rc_comm_fail(comm, RC_ERR_MISMATCH,
+                                "collective mismatch: rank %d called %s but rank %d called %s",
+                                comm->rank, mine, r, theirs_s);
+        }
+        pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
+        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+            return rc_comm_fail(comm, RC_ERR_PEER_LOST,
+                                "rank %d (pid %d) is gone: rank %d was in %s, waiting to %s rank %d",
+                                r, (int)pid, comm->rank, mine, what, peer);
+        }
+    }
+    double waited = rc_now() - t0;
+    if (waited > comm->timeout_s) {
+        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
+                            "timeout after %.1f s: rank %d in %s waited to %s rank %d, which did "
+                            "not arrive (RINGCOMM_TIMEOUT=%.0f)",
+                            waited, comm->rank, mine, what, peer, comm->timeout_s);
+    }
+    return RC_OK;
+}
+
+/* Wait until *word != seen (what = "receive from" / "send to"). */
+static rc_status_t __attribute__((noinline))
+shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen,
+                _Atomic uint32_t *waiters, const char *what) {
+    struct rc_shm *s = comm->shm;
+    for (uint32_t i = 0; i < s->spin; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
+        cpu_relax();
+    }
+    double t0 = rc_now(), next_check = t0;
+    for (uint32_t i = 0;; i++) {
+        if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
+        if (i < s->yields) {
+            sched_yield();
+        } else {
+            atomic_store_explicit(waiters, 1, memory_order_seq_cst);
+            if (atomic_load_explicit(word, memory_order_seq_cst) == seen)
+                futex_wait(word, seen, 2000000L); /* 2 ms: re-check flags then */
+            atomic_store_explicit(waiters, 0, memory_order_relaxed);
+        }
+        RC_CHECK(shm_check_abort(comm));
+        double now = rc_now();
+        if (now >= next_check) {
+            RC_CHECK(shm_slow_checks(comm, peer, t0, what));
+            next_check = now + 0.05;
+        }
+    }
+}
+
+/* ---- data path ---- */
+
+static rc_status_t shm_send_acquire(rc_comm_t *comm, int peer, void **buf) {
+    struct rc_shm *s = comm->shm;
+    shm_end_t *e = &s->tx[peer];
+    while (RC_UNLIKELY(e->pos - e->other >= comm->nslots)) {
+        e->other = atomic_load_explicit(&e->ch->tail, memory_order_acquire);
+        if (e->pos - e->other < comm->nslots) break;
+        RC_CHECK(shm_wait_change(comm, peer, &e->ch->tail, e->other, &e->ch->tail_waiters,
+                                 "send to"));
+    }
+    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    *buf = slot + SHM_SLOT_HDR;
+    return RC_OK;
+}
+
+static rc_status_t shm_send_commit(rc_comm_t *comm, int peer, const rc_desc_t *d) {
+    struct rc_shm *s = comm->shm;
+    shm_end_t *e = &s->tx[peer];
+    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    memcpy(slot, d, sizeof *d);
+    e->pos++;
+    /* seq_cst store then load: pairs with the receiver's waiters store + load. */
+    atomic_store_explicit(&e->ch->head, e->pos, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&e->ch->head_waiters, memory_order_seq_cst)))
+        futex_wake(&e->ch->head);
+    return RC_OK;
+}
+
+static rc_status_t shm_recv_acquire(rc_comm_t *comm, int peer, const void **buf, rc_desc_t *d) {
+    struct rc_shm *s = comm->shm;
+    shm_end_t *e = &s->rx[peer];
+    while (RC_UNLIKELY(e->other == e->pos)) {
+        e->other = atomic_load_explicit(&e->ch->head, memory_order_acquire);
+        if (e->other != e->pos) break;
+        RC_CHECK(shm_wait_change(comm, peer, &e->ch->head, e->pos, &e->ch->head_waiters,
+                                 "receive from"));
+    }
+    const char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    memcpy(d, slot, sizeof *d);
+    *buf = slot + SHM_SLOT_HDR;
+    return RC_OK;
+}
+
+static void shm_recv_release(rc_comm_t *comm, int peer) {
+    shm_end_t *e = &comm->shm->rx[peer];
+    e->pos++;
+    atomic_store_explicit(&e->ch->tail, e->pos, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&e->ch->tail_waiters, memory_order_seq_cst)))
+        futex_wake(&e->ch->tail);
+}
+
+static void shm_publish(rc_comm_t *comm) {
+    shm_rankinfo_t *ri = &comm->shm->info[comm->rank];
+    uint32_t v = atomic_load_explicit(&ri->pub, memory_order_relaxed);
+    atomic_store_explicit(&ri->pub, v + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    memcpy((void *)&ri->desc, &comm->cur.desc, sizeof ri->desc);
+    atomic_store_explicit(&ri->pub, v + 2, memory_order_release);
+}
+
+static void shm_abort(rc_comm_t *comm, rc_status_t st, const char *msg) {
+    struct rc_shm *s = comm->shm;
+    if (!s || !s->hdr) return;
+    int32_t expect = 0;
+    if (!atomic_compare_exchange_strong(&s->hdr->abort_state, &expect, 1)) return;
+    s->hdr->abort_status = st;
+    s->hdr->abort_rank = comm->rank;
+    snprintf(s->hdr->abort_msg, sizeof s->hdr->abort_msg, "%s", msg);
+    atomic_store_explicit(&s->hdr->abort_state, 2, memory_order_release);
+}
+
+/* ---- lifecycle ---- */
+
+static int shm_can_connect(const rc_addr_t *self, const rc_addr_t *peer) {
+    return strncmp(self->host, peer->host, sizeof self->host) == 0;
+}
+
+static rc_status_t shm_map(rc_comm_t *comm, int fd, size_t bytes) {
+    void *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return rc_set_error(RC_ERR_IO, "rank %d: mmap of %zu bytes of shared memory %s failed: %s",
+                            comm->rank, bytes, comm->shm->name, strerror(errno));
+    comm->shm->base = base;
+    comm->shm->bytes = bytes;
+    comm->shm->hdr = (shm_hdr_t *)base;
+    comm->shm->info = (shm_rankinfo_t *)((char *)base + SHM_HDR_BYTES);
+    return RC_OK;
+}
+
+static void shm_unlink_once(struct rc_shm *s) {
+    if (!s->unlinked) {
+        shm_unlink(s->name);
+        s->unlinked = 1;
+    }
+}
+
+/* Phase 1: rank 0 creates and sizes the segment. */
+static rc_status_t shm_create(rc_comm_t *comm) {
+    struct rc_shm *s = calloc(1, sizeof *s);
+    if (!s) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    comm->shm = s;
+    shm_name(comm, s->name, sizeof s->name);
+    s->unlinked = 1; /* nothing of ours to unlink yet */
+    /* Back-off: with a core per rank, spin long (a peer is about to post);
+     * with more ranks than cores, spinning steals the peer's core, so spin
+     * briefly and yield (MPICH does the same when oversubscribed). */
+    cpu_set_t cpus;
+    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    int over = comm->size > ncpu;
+    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
+    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 100 : 200);
+    if (comm->rank != 0) return RC_OK;
+
+    int p = comm->size;
+    size_t stride = RC_ALIGN_UP(SHM_SLOT_HDR + comm->chunk_bytes, RC_CACHELINE);
+    size_t chan = sizeof(shm_chan_t) + (size_t)comm->nslots * stride;
+    size_t total = shm_total_bytes(p, chan);
+    int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return rc_set_error(RC_ERR_IO, "rank 0: cannot create shared memory %s: %s", s->name,
+                            strerror(errno));
+    s->unlinked = 0;
+    if (ftruncate(fd, (off_t)total) != 0) {
+        int e = errno;
+        close(fd);
+        shm_unlink_once(s);
+        return rc_set_error(RC_ERR_IO, "rank 0: cannot size shared memory %s to %zu bytes: %s",
+                            s->name, total, strerror(e));
+    }
+    rc_status_t st = shm_map(comm, fd, total);
+    close(fd);
+    if (st != RC_OK) {
+        shm_unlink_once(s);
+        return st;
+    }
+    shm_hdr_t *h = s->hdr;
+    h->size = (uint32_t)p;
+    h->nslots = comm->nslots;
+    h->chunk_bytes = comm->chunk_bytes;
+    h->slot_stride = stride;
+    h->chan_bytes = chan;
+    h->total_bytes = total;
+    h->algo_env = comm->algo_env;
+    h->direct_max = comm->direct_max;
+    h->tree_max = comm->tree_max;
+    atomic_thread_fence(memory_order_release);
+    h->magic = SHM_MAGIC;
+    return RC_OK;
+}
+
+/* Phase 2: everyone maps, publishes its pid, and the last to attach unlinks. */
+static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
+    struct rc_shm *s = comm->shm;
+    int p = comm->size;
+    (void)addrs;
+    if (comm->rank != 0) {
+        int fd = shm_open(s->name, O_RDWR, 0600);
+        if (fd < 0)
+            return rc_set_error(RC_ERR_IO,
+                                "rank %d: cannot open shared memory %s created by rank 0: %s",
+                                comm->rank, s->name, strerror(errno));
+        struct stat sb;
+        if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < SHM_HDR_BYTES) {
+            close(fd);
+            return rc_set_error(RC_ERR_IO, "rank %d: shared memory %s is truncated", comm->rank,
+                                s->name);
+        }
+        rc_status_t st = shm_map(comm, fd, (size_t)sb.st_size);
+        close(fd);
+        RC_CHECK(st);
+        shm_hdr_t *h = s->hdr;
+        if (h->magic != SHM_MAGIC || h->size != (uint32_t)p || h->total_bytes != s->bytes ||
+            h->nslots < 2 || h->chunk_bytes == 0)
+            return rc_set_error(RC_ERR_MISMATCH,
+                                "rank %d: shared memory %s does not describe a %d-rank "
+                                "communicator (it says %u ranks)",
+                                comm->rank, s->name, p, h->size);
+        /* Rank 0 decides the chunking; everyone uses the same. */
+        comm->chunk_bytes = h->chunk_bytes;
+        comm->nslots = h->nslots;
+        comm->algo_env = h->algo_env;
+        comm->direct_max = h->direct_max;
+        comm->tree_max = h->tree_max;
+    }
+    s->tx = calloc((size_t)p, sizeof *s->tx);
+    s->rx = calloc((size_t)p, sizeof *s->rx);
+    if (!s->tx || !s->rx) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    for (int q = 0; q < p; q++) {
+        s->tx[q].ch = shm_chan(s, comm->rank, q);
+        s->tx[q].slots = (char *)s->tx[q].ch + sizeof(shm_chan_t);
+        s->rx[q].ch = shm_chan(s, q, comm->rank);
+        s->rx[q].slots = (char *)s->rx[q].ch + sizeof(shm_chan_t);
+    }
+    atomic_store(&s->info[comm->rank].pid, (int32_t)getpid());
+    uint32_t n = atomic_fetch_add(&s->hdr->attached, 1) + 1;
+    if (n == (uint32_t)p) {
+        s->unlinked = 0;
+        shm_unlink_once(s);
+    }
+    /* Wait for every rank to attach: then all pids are known and the name is gone. */
+    double t0 = rc_now();
+    for (uint32_t i = 0; atomic_load(&s->hdr->attached) < (uint32_t)p; i++) {
+        if (i < 1000) cpu_relax();
+        else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        if ((i & 1023) == 0 && rc_now() - t0 > comm->timeout_s) {
+            if (comm->rank == 0) {
+                s->unlinked = 0;
+                shm_unlink_once(s);
+            }
+            return rc_set_error(RC_ERR_TIMEOUT,
+                                "rank %d: only %u of %d ranks attached to shared memory %s "
+                                "within %.0f s",
+                                comm->rank, atomic_load(&s->hdr->attached), p, s->name,
+                                comm->timeout_s);
+        }
+    }
+    return RC_OK;
+}
+
+static void shm_close(rc_comm_t *comm) {
+    struct rc_shm *s = comm->shm;
+    if (!s) return;
+    /* Closed before every rank attached: rank 0's name may still exist. */
+    if (comm->rank == 0 && s->hdr && atomic_load(&s->hdr->attached) < (uint32_t)comm->size)
+        shm_unlink_once(s);
+    if (s->base) munmap(s->base, s->bytes);
+    free(s->tx);
+    free(s->rx);
+    free(s);
+    comm->shm = NULL;
+}
+
+const rc_transport_ops_t rc_transport_shm = {
+    .name = "shm",
+    .can_connect = shm_can_connect,
+    .create = shm_create,
+    .connect = shm_connect,
+    .send_acquire = shm_send_acquire,
+    .send_commit = shm_send_commit,
+    .recv_acquire = shm_recv_acquire,
+    .recv_release = shm_recv_release,
+    .publish = shm_publish,
+    .abort = shm_abort,
+    .close = shm_close,
+};
+
+const rc_transport_ops_t *const rc_transports[] = {&rc_transport_shm, NULL};

@@ -1,0 +1,57 @@
+/* transport.h - the interface algorithms see (NCCL's transport table shape).
+ *
+ * A transport moves whole messages of at most comm->chunk_bytes bytes from one
+ * rank to another, in FIFO order per (sender, receiver), through slots it lends
+ * to the caller, so that the shared-memory transport can reduce straight out
+ * of the sender's slot (no extra copy).  Network transports lend staging
+ * buffers instead.  Every wait has a deadline and backs off (spin, yield,
+ * sleep) so that more ranks than cores still progress.
+ */
+#ifndef RC_TRANSPORT_H
+#define RC_TRANSPORT_H
+
+#include "../core.h"
+
+/* The address blob every rank publishes through the bootstrap. */
+#define RC_ADDR_MAGIC 0x52434144u /* "RCAD" */
+typedef struct {
+    uint32_t magic;
+    int32_t rank;
+    int32_t size;
+    int32_t pid;
+    char token[64];
+    char host[128];      /* host identity: boot id + /dev/shm device, or RINGCOMM_HOST_ID */
+    char pad[RC_ADDRESS_BYTES - 16 - 64 - 128];
+} rc_addr_t;
+_Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
+
+typedef struct rc_transport_ops {
+    const char *name;
+    /* 1 when this transport can carry traffic between the two addresses. */
+    int (*can_connect)(const rc_addr_t *self, const rc_addr_t *peer);
+    /* Phase 1 (before addresses are exchanged). */
+    rc_status_t (*create)(rc_comm_t *comm);
+    /* Phase 2: every rank's address, in rank order. */
+    rc_status_t (*connect)(rc_comm_t *comm, const rc_addr_t *addrs);
+    /* Data path.  send_acquire lends a buffer of chunk_bytes for the next
+     * message to `peer`; send_commit posts it with its descriptor.
+     * recv_acquire lends the next message from `peer`; recv_release returns
+     * its slot. */
+    rc_status_t (*send_acquire)(rc_comm_t *comm, int peer, void **buf);
+    rc_status_t (*send_commit)(rc_comm_t *comm, int peer, const rc_desc_t *d);
+    rc_status_t (*recv_acquire)(rc_comm_t *comm, int peer, const void **buf, rc_desc_t *d);
+    void (*recv_release)(rc_comm_t *comm, int peer);
+    /* Publish the collective this rank is in (comm->cur.desc) so that a
+     * waiting peer can tell a mismatch from a slow rank. */
+    void (*publish)(rc_comm_t *comm);
+    /* Tell the peers this communicator failed (they raise it too). */
+    void (*abort)(rc_comm_t *comm, rc_status_t st, const char *msg);
+    void (*close)(rc_comm_t *comm);
+} rc_transport_ops_t;
+
+extern const rc_transport_ops_t rc_transport_shm;
+
+/* The transport table, in order of preference. */
+extern const rc_transport_ops_t *const rc_transports[];
+
+#endif /* RC_TRANSPORT_H */

@@ -1,0 +1,108 @@
+"""Bootstrap: who is who, and the exchange of address blobs.
+
+The C core hands out one address blob per rank and connects with every
+rank's blob (two-phase connect, as gloo does).  This module moves the blobs:
+through mpi4py under mpirun, through a torch.distributed Store under torchrun,
+or nowhere for a single process.  C never calls back into Python.
+"""
+import os
+import secrets
+
+from ringcomm import _core
+
+# Environment variables that MPI launchers set in every rank.
+_MPI_ENV = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS",
+            "HYDRA_CONTROL_FD", "PMI_FD")
+
+
+def launched_by_mpi():
+    """True when this process was started by mpirun/mpiexec (or MPI is already initialised)."""
+    if any(v in os.environ for v in _MPI_ENV):
+        return True
+    import sys
+    mpi = sys.modules.get("mpi4py.MPI")
+    return bool(mpi is not None and mpi.Is_initialized())
+
+
+def _connect(rank, size, token, timeout, bcast_errors, allgather):
+    """Run the two phases; every rank raises if any rank failed."""
+    comm, err, addr = None, None, b""
+    try:
+        comm = _core.Communicator._create(rank, size, token, timeout)
+        addr = comm._address()
+    except Exception as e:  # reported to every rank below
+        err = _describe(rank, e)
+    results = allgather((err, addr))
+    errors = [e for e, _ in results if e]
+    if not errors:
+        try:
+            comm._connect(b"".join(a for _, a in results))
+        except Exception as e:
+            err = _describe(rank, e)
+        errors = [e for e in bcast_errors(err) if e]
+    if errors:
+        if comm is not None:
+            comm.close()
+        raise _core.RingcommError(errors[0][0], "communicator setup failed: " +
+                                  "; ".join(text for _, text in errors))
+    return comm
+
+
+def _describe(rank, exc):
+    status = getattr(exc, "status", -8)  # RC_ERR_INTERNAL for non-ringcomm errors
+    return (status, "rank %d: %s" % (rank, exc))
+
+
+def from_mpi(mpi_comm, timeout=None):
+    """A ringcomm communicator over the ranks of an mpi4py communicator."""
+    rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
+    token = mpi_comm.bcast(secrets.token_hex(12) if rank == 0 else None, root=0)
+    return _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather)
+
+
+_store_comms = 0
+
+
+def from_store(store, rank, size, timeout=None, prefix="ringcomm"):
+    """A communicator bootstrapped through a torch.distributed Store."""
+    global _store_comms
+    _store_comms += 1
+    key = "%s/%d" % (prefix, _store_comms)
+    if rank == 0:
+        store.set(key + "/token", secrets.token_hex(12))
+    token = store.get(key + "/token").decode()
+    rounds = [0]
+
+    def allgather(obj):
+        import pickle
+        rounds[0] += 1
+        k = "%s/ag%d" % (key, rounds[0])
+        store.set("%s/%d" % (k, rank), pickle.dumps(obj))
+        return [pickle.loads(store.get("%s/%d" % (k, r))) for r in range(size)]
+
+    return _connect(rank, size, token, timeout, allgather, allgather)
+
+
+def init(timeout=None):
+    """The world communicator: from MPI.COMM_WORLD under mpirun; from RANK,
+    WORLD_SIZE, MASTER_ADDR and MASTER_PORT under torchrun; else one rank."""
+    if launched_by_mpi():
+        try:
+            from mpi4py import MPI
+        except ImportError as e:
+            raise ImportError("ringcomm.init(): started by an MPI launcher but mpi4py is not "
+                              "installed (pip install mpi4py)") from e
+        return from_mpi(MPI.COMM_WORLD, timeout=timeout)
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1:
+        rank = int(os.environ["RANK"])
+        from datetime import timedelta
+
+        import torch.distributed as dist
+        agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        store = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"),
+                              int(os.environ["MASTER_PORT"]), size,
+                              is_master=(rank == 0 and not agent_store),
+                              timeout=timedelta(seconds=timeout or 300))
+        return from_store(store, rank, size, timeout=timeout)
+    return _connect(0, 1, secrets.token_hex(12), timeout, lambda e: [e], lambda o: [o])

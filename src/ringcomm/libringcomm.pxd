@@ -1,0 +1,80 @@
+# Declarations of csrc/include/ringcomm.h only (mpi4py's libmpi.pxd shape).
+from libc.stdint cimport uint64_t
+
+cdef extern from "ringcomm.h" nogil:
+    ctypedef enum rc_status_t:
+        RC_OK
+        RC_INPROGRESS
+        RC_ERR_INVALID_ARG
+        RC_ERR_NOT_SUPPORTED
+        RC_ERR_NO_MEMORY
+        RC_ERR_IO
+        RC_ERR_TIMEOUT
+        RC_ERR_PEER_LOST
+        RC_ERR_MISMATCH
+        RC_ERR_INTERNAL
+
+    ctypedef enum rc_dtype_t:
+        RC_FLOAT32
+        RC_FLOAT64
+        RC_FLOAT16
+        RC_BFLOAT16
+        RC_INT8
+        RC_UINT8
+        RC_INT32
+        RC_INT64
+        RC_BOOL
+        RC_NUM_DTYPES
+
+    ctypedef enum rc_op_t:
+        RC_SUM
+        RC_PROD
+        RC_MIN
+        RC_MAX
+        RC_AVG
+        RC_BAND
+        RC_BOR
+        RC_BXOR
+        RC_NUM_OPS
+
+    ctypedef enum rc_algo_t:
+        RC_ALGO_AUTO
+        RC_ALGO_RING
+        RC_ALGO_TREE
+        RC_ALGO_DIRECT
+        RC_NUM_ALGOS
+
+    ctypedef struct rc_comm_t:
+        pass
+
+    int RC_ADDRESS_BYTES
+    int RC_VERSION_MAJOR
+    int RC_VERSION_MINOR
+    int RC_VERSION_PATCH
+
+    const char *rc_status_string(rc_status_t s)
+    const char *rc_last_error()
+    size_t rc_dtype_size(rc_dtype_t dt)
+    const char *rc_dtype_name(rc_dtype_t dt)
+    const char *rc_op_name(rc_op_t op)
+    const char *rc_algo_name(rc_algo_t a)
+    const char *rc_reduce_isa()
+    int rc_op_valid_for(rc_dtype_t dt, rc_op_t op)
+
+    rc_status_t rc_reduce_local(void *dst, const void *a, const void *b, size_t n,
+                                rc_dtype_t dt, rc_op_t op)
+    rc_status_t rc_scale_local(void *buf, size_t n, rc_dtype_t dt, double divisor)
+
+    rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout_s,
+                               rc_comm_t **out)
+    rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes)
+    rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_bytes)
+    rc_status_t rc_comm_destroy(rc_comm_t *comm)
+    int rc_comm_rank(const rc_comm_t *comm)
+    int rc_comm_size(const rc_comm_t *comm)
+    size_t rc_comm_chunk_bytes(const rc_comm_t *comm)
+
+    rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
+                             uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo)
+    rc_status_t rc_barrier(rc_comm_t *comm)
+    rc_algo_t rc_allreduce_select(const rc_comm_t *comm, uint64_t count, rc_dtype_t dt)
