@@ -70,7 +70,7 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     const char *algo = getenv("RINGCOMM_ALGO");
     for (int a = 1; algo && *algo && a < RC_NUM_ALGOS; a++)
         if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
-    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", 16384);
+    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", 4096);
     c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", 0);
     c->nslots = (uint32_t)nslots;
     c->tp = rc_transports[0];

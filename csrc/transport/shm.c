@@ -328,7 +328,7 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
     int over = comm->size > ncpu;
     s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
-    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 100 : 200);
+    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
     if (comm->rank != 0) return RC_OK;
 
     int p = comm->size;
