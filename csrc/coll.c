@@ -90,7 +90,7 @@ rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf, ui
 
     if (algo == RC_ALGO_AUTO) algo = rc_allreduce_select(comm, count, dt);
     const rc_allreduce_algo_t *a = find_allreduce(algo);
-    if (a->ok && !a->ok(comm, count)) {
+    if (a->ok && !a->ok(comm, count, es)) {
         /* declined (decided the same way on every rank): fall back to ring */
         RC_LOG(RC_INFO, "allreduce: %s declines count=%llu, using ring", rc_algo_name(algo),
                (unsigned long long)count);

@@ -132,12 +132,13 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
             goto out;
         }
     }
+    RC_CHECK_GOTO(comm->tp->connect(comm, addrs), st, out);
+    /* after connect: the transport has set rank 0's chunk size */
     comm->scratch = malloc(comm->chunk_bytes);
     if (!comm->scratch) {
         st = rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
         goto out;
     }
-    RC_CHECK_GOTO(comm->tp->connect(comm, addrs), st, out);
     comm->connected = 1;
     RC_LOG(RC_INFO, "rank %d/%d connected: transport %s, chunk %zu B x %u slots, timeout %.0f s",
            comm->rank, comm->size, comm->tp->name, comm->chunk_bytes, comm->nslots,

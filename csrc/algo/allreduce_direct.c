@@ -18,8 +18,8 @@
 #include "../prims.h"
 #include "algo.h"
 
-int rc_allreduce_direct_ok(const rc_comm_t *c, uint64_t count) {
-    return count * c->cur.esize <= c->chunk_bytes;
+int rc_allreduce_direct_ok(const rc_comm_t *c, uint64_t count, size_t esize) {
+    return count * esize <= c->chunk_bytes;
 }
 
 rc_status_t rc_allreduce_direct(rc_comm_t *c, const void *in, void *out, uint64_t count) {

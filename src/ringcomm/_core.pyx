@@ -10,6 +10,7 @@ from libc.string cimport memset
 
 cimport ringcomm.libringcomm as lib
 
+import enum
 import sys
 
 __version__ = "%d.%d.%d" % (lib.RC_VERSION_MAJOR, lib.RC_VERSION_MINOR, lib.RC_VERSION_PATCH)
@@ -39,7 +40,7 @@ cdef inline int _check(lib.rc_status_t st) except -1 nogil:
     return 0
 
 
-class ReduceOp:
+class ReduceOp(str, enum.Enum):
     """Reduction operators; plain strings are accepted wherever these are."""
     SUM = "sum"
     PROD = "prod"
@@ -89,6 +90,7 @@ cdef lib.rc_algo_t _algo(object algorithm) except *:
 
 # ---------------------------------------------------------------- buffers
 
+cdef bint _LITTLE = sys.byteorder == "little"
 cdef object _torch = None          # the torch module once imported by the user
 cdef dict _TORCH_DTYPES = None
 
@@ -110,7 +112,8 @@ cdef int _format_dtype(const char *fmt, Py_ssize_t itemsize, lib.rc_dtype_t *dt)
     if fmt == NULL:
         c = b'B'
     else:
-        while fmt[0] in (b'@', b'=', b'<', b'!') and fmt[1] != 0:
+        # native or explicit little-endian only ('>' and '!' are big-endian)
+        while (fmt[0] in (b'@', b'=') or (fmt[0] == b'<' and _LITTLE)) and fmt[1] != 0:
             fmt += 1
         if fmt[0] == 0 or fmt[1] != 0:
             return -1
@@ -190,6 +193,12 @@ cdef _Buf _get_buf(object obj, str name, bint writable):
     return b
 
 
+cdef bint _overlap(_Buf a, _Buf b):
+    cdef size_t es = lib.rc_dtype_size(a.dt)
+    cdef uintptr_t pa = <uintptr_t>a.ptr, pb = <uintptr_t>b.ptr
+    return pa < pb + b.count * es and pb < pa + a.count * es
+
+
 cdef str _dtname(lib.rc_dtype_t dt):
     return lib.rc_dtype_name(dt).decode()
 
@@ -231,6 +240,18 @@ def scale_local(buf, double divisor):
 
 # ---------------------------------------------------------------- communicator
 
+def _check_timeout(timeout):
+    """Validate a timeout argument (seconds, positive) before any communication."""
+    if timeout is None:
+        return
+    try:
+        t = float(timeout)
+    except (TypeError, ValueError):
+        raise TypeError("timeout: expected a number of seconds, got %r" % (timeout,)) from None
+    if not t > 0:
+        raise ValueError("timeout: expected a positive number of seconds, got %r" % (timeout,))
+
+
 cdef class Communicator:
     """A group of ranks that run collectives together.
 
@@ -259,8 +280,7 @@ cdef class Communicator:
         cdef bytes tok = token.encode()
         cdef const char *ctok = tok
         cdef double t = float(timeout) if timeout is not None else 0.0
-        if timeout is not None and t <= 0:
-            raise ValueError("timeout: expected a positive number of seconds, got %r" % (timeout,))
+        _check_timeout(timeout)
         with nogil:
             _check(lib.rc_comm_create(rank, size, ctok, t, &self.c))
         self.rank = rank
@@ -321,6 +341,9 @@ cdef class Communicator:
             if bo.count != bi.count:
                 raise ValueError("out: expected %d elements like buf, got %d"
                                  % (bi.count, bo.count))
+            if bo.ptr != bi.ptr and bi.count and _overlap(bi, bo):
+                raise ValueError("out: overlaps buf without being the same memory; pass "
+                                 "out=None for in place or a separate buffer")
         _check_op(bi.dt, cop, op)
         with nogil:
             _check(lib.rc_allreduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, calgo))

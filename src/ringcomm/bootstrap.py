@@ -55,6 +55,7 @@ def _describe(rank, exc):
 
 def from_mpi(mpi_comm, timeout=None):
     """A ringcomm communicator over the ranks of an mpi4py communicator."""
+    _core._check_timeout(timeout)
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     token = mpi_comm.bcast(secrets.token_hex(12) if rank == 0 else None, root=0)
     return _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather)
@@ -66,6 +67,7 @@ _store_comms = 0
 def from_store(store, rank, size, timeout=None, prefix="ringcomm"):
     """A communicator bootstrapped through a torch.distributed Store."""
     global _store_comms
+    _core._check_timeout(timeout)
     _store_comms += 1
     key = "%s/%d" % (prefix, _store_comms)
     if rank == 0:
@@ -86,6 +88,7 @@ def from_store(store, rank, size, timeout=None, prefix="ringcomm"):
 def init(timeout=None):
     """The world communicator: from MPI.COMM_WORLD under mpirun; from RANK,
     WORLD_SIZE, MASTER_ADDR and MASTER_PORT under torchrun; else one rank."""
+    _core._check_timeout(timeout)
     if launched_by_mpi():
         try:
             from mpi4py import MPI
