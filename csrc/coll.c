@@ -19,8 +19,10 @@ typedef struct {
 static const rc_allreduce_algo_t allreduce_algos[] = {
     {RC_ALGO_RING, "reduce-scatter + all-gather around a ring, pipelined (bandwidth-optimal)",
      rc_allreduce_ring, NULL},
-    {RC_ALGO_TREE, "binomial-tree reduce + broadcast, pipelined (log2(p) latency)",
-     rc_allreduce_tree, NULL},
+    {RC_ALGO_TREE, "double binary tree (NCCL): each half reduced up and broadcast down a tree",
+     rc_allreduce_dbtree, NULL},
+    {RC_ALGO_BINOMIAL, "binomial-tree reduce to rank 0 + broadcast, pipelined",
+     rc_allreduce_binomial, NULL},
     {RC_ALGO_DIRECT, "every rank sends to every rank, reduce in rank order (1 step; small only)",
      rc_allreduce_direct, rc_allreduce_direct_ok},
 };

@@ -1,6 +1,7 @@
 /* comm.c - communicator lifecycle: two-phase create/connect, host identity,
  * transport choice, failure propagation, destroy. */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,8 +71,15 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     const char *algo = getenv("RINGCOMM_ALGO");
     for (int a = 1; algo && *algo && a < RC_NUM_ALGOS; a++)
         if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
-    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", 4096);
-    c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", 0);
+    /* "auto" thresholds, measured on a 2-core VM (docs/design.md): with a
+     * core per rank, direct wins to ~1 KiB and ring beyond; with more ranks
+     * than cores every hop costs a context switch, so the fewest hops win:
+     * direct to 64 KiB, then the tree to 256 KiB. */
+    cpu_set_t cpus;
+    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    int over = size > ncpu;
+    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", over ? 65536 : 1024);
+    c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", over ? 262144 : 0);
     c->nslots = (uint32_t)nslots;
     c->tp = rc_transports[0];
     rc_status_t st = c->tp->create(c);

@@ -98,6 +98,7 @@ const char *rc_algo_name(rc_algo_t a) {
     case RC_ALGO_RING: return "ring";
     case RC_ALGO_TREE: return "tree";
     case RC_ALGO_DIRECT: return "direct";
+    case RC_ALGO_BINOMIAL: return "binomial";
     default: return "?";
     }
 }

@@ -10,7 +10,8 @@ typedef rc_status_t (*rc_allreduce_fn)(rc_comm_t *c, const void *in, void *out, 
 typedef int (*rc_allreduce_ok_fn)(const rc_comm_t *c, uint64_t count, size_t esize);
 
 rc_status_t rc_allreduce_ring(rc_comm_t *c, const void *in, void *out, uint64_t count);
-rc_status_t rc_allreduce_tree(rc_comm_t *c, const void *in, void *out, uint64_t count);
+rc_status_t rc_allreduce_dbtree(rc_comm_t *c, const void *in, void *out, uint64_t count);
+rc_status_t rc_allreduce_binomial(rc_comm_t *c, const void *in, void *out, uint64_t count);
 rc_status_t rc_allreduce_direct(rc_comm_t *c, const void *in, void *out, uint64_t count);
 int rc_allreduce_direct_ok(const rc_comm_t *c, uint64_t count, size_t esize);
 

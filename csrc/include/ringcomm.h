@@ -61,8 +61,9 @@ typedef enum {
 typedef enum {
     RC_ALGO_AUTO = 0,
     RC_ALGO_RING = 1,
-    RC_ALGO_TREE = 2,
+    RC_ALGO_TREE = 2,       /* double binary tree */
     RC_ALGO_DIRECT = 3,
+    RC_ALGO_BINOMIAL = 4,   /* binomial tree reduce + broadcast */
     RC_NUM_ALGOS
 } rc_algo_t;
 

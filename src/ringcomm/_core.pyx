@@ -56,7 +56,8 @@ cdef dict _OPS = {"sum": lib.RC_SUM, "prod": lib.RC_PROD, "min": lib.RC_MIN, "ma
                   "avg": lib.RC_AVG, "band": lib.RC_BAND, "bor": lib.RC_BOR,
                   "bxor": lib.RC_BXOR}
 cdef dict _ALGOS = {"auto": lib.RC_ALGO_AUTO, "ring": lib.RC_ALGO_RING,
-                    "tree": lib.RC_ALGO_TREE, "direct": lib.RC_ALGO_DIRECT}
+                    "tree": lib.RC_ALGO_TREE, "direct": lib.RC_ALGO_DIRECT,
+                    "binomial": lib.RC_ALGO_BINOMIAL}
 
 
 def algorithms():

@@ -42,6 +42,7 @@ cdef extern from "ringcomm.h" nogil:
         RC_ALGO_RING
         RC_ALGO_TREE
         RC_ALGO_DIRECT
+        RC_ALGO_BINOMIAL
         RC_NUM_ALGOS
 
     ctypedef struct rc_comm_t:

@@ -1,4 +1,4 @@
-/* allreduce_tree.c - binomial-tree reduce to rank 0, then binomial broadcast,
+/* allreduce_binomial.c - binomial-tree reduce to rank 0, then binomial broadcast,
  * both pipelined by chunk (latency-oriented: log2(p) levels).
  *
  * Tree over p = 8 (parent = rank with its lowest set bit cleared):
@@ -28,7 +28,7 @@
 #include "../prims.h"
 #include "algo.h"
 
-rc_status_t rc_allreduce_tree(rc_comm_t *c, const void *in, void *out, uint64_t count) {
+rc_status_t rc_allreduce_binomial(rc_comm_t *c, const void *in, void *out, uint64_t count) {
     const int p = c->size, r = c->rank;
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
