@@ -494,7 +494,10 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
         col = Column(label, kind, algorithm)
         local_ok, note = 1, ""
         try:
-            col.fn = coll.runners[kind](ctx, bufs, op, algorithm)
+            runner = coll.runners.get(kind)
+            if runner is None:
+                raise NotAvailable(f"no {kind} runner for {coll.name}")
+            col.fn = runner(ctx, bufs, op, algorithm)
             if kind in coll.in_place:
                 col.reset = lambda: copy_into(bufs.recv, bufs.send)
             else:
