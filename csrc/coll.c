@@ -116,6 +116,7 @@ rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf, ui
     cur->desc.count = count;
     cur->desc.root = -1;
     cur->esize = es;
+    cur->stream = bytes >= comm->stream_min;
     cur->reduce = rc_reduce_get(dt, op);
     cur->scale = op == RC_AVG ? rc_scale_get(dt) : NULL;
     comm->tp->publish(comm);
@@ -137,6 +138,7 @@ rc_status_t rc_barrier(rc_comm_t *comm) {
         cur->desc.coll = RC_COLL_BARRIER;
         cur->desc.root = -1;
         cur->esize = 1;
+        cur->stream = 0;
         cur->reduce = NULL;
         cur->scale = NULL;
         comm->tp->publish(comm);

@@ -80,6 +80,9 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     int over = size > ncpu;
     c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", over ? 65536 : 1024);
     c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", over ? 262144 : 0);
+    /* Results of calls this large go out with streaming stores: no
+     * read-for-ownership of the output, no eviction of the slots. */
+    c->stream_min = (uint64_t)rc_env_ll("RINGCOMM_STREAM_MIN", 8 << 20);
     c->nslots = (uint32_t)nslots;
     c->tp = rc_transports[0];
     rc_status_t st = c->tp->create(c);

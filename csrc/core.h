@@ -75,7 +75,11 @@ typedef struct {
     rc_reduce_fn reduce;   /* NULL for copy-only collectives */
     rc_scale_fn scale;     /* non-NULL only for RC_AVG */
     size_t esize;
+    int stream;            /* write final results with streaming stores (large calls) */
 } rc_opctx_t;
+
+/* copy.c: memcpy with non-temporal stores (see there). */
+void rc_copy_stream(void *dst, const void *src, size_t bytes);
 
 struct rc_transport_ops;
 struct rc_shm;
@@ -91,6 +95,7 @@ struct rc_comm {
     int algo_env;                  /* RINGCOMM_ALGO as rc_algo_t (AUTO = unset) */
     uint64_t direct_max;           /* auto: direct up to this many bytes */
     uint64_t tree_max;             /* auto: tree up to this many bytes */
+    uint64_t stream_min;           /* streaming stores for results from this many bytes */
     uint32_t seq;                  /* next collective sequence number */
     int connected;
     _Atomic int busy;              /* a second thread in a call is an error */

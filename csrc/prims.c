@@ -42,10 +42,16 @@ rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes) {
     return prim_post(c, to, bytes);
 }
 
+/* The final write of a result into the user's buffer. */
+static inline void prim_store(rc_comm_t *c, void *dst, const void *src, size_t bytes) {
+    if (c->cur.stream) rc_copy_stream(dst, src, bytes);
+    else memcpy(dst, src, bytes);
+}
+
 rc_status_t rc_prim_recv(rc_comm_t *c, int from, void *dst, size_t bytes) {
     const void *in;
     RC_CHECK(prim_take(c, from, &in, bytes));
-    if (bytes) memcpy(dst, in, bytes);
+    if (bytes) prim_store(c, dst, in, bytes);
     c->tp->recv_release(c, from);
     return RC_OK;
 }
@@ -78,9 +84,10 @@ rc_status_t rc_prim_recv_reduce_copy_send(rc_comm_t *c, int from, int to, void *
     RC_CHECK(prim_take(c, from, &in, bytes));
     rc_status_t st = c->tp->send_acquire(c, to, &out);
     if (st == RC_OK && n) {
-        c->cur.reduce(dst, src, in, n);
-        if (c->cur.scale) c->cur.scale(dst, n, (double)c->size);
-        memcpy(out, dst, bytes);
+        /* reduce into the next rank's slot (cached), then store the result */
+        c->cur.reduce(out, src, in, n);
+        if (c->cur.scale) c->cur.scale(out, n, (double)c->size);
+        prim_store(c, dst, out, bytes);
     }
     c->tp->recv_release(c, from);
     RC_CHECK(st);
@@ -93,8 +100,8 @@ rc_status_t rc_prim_recv_copy_send(rc_comm_t *c, int from, int to, void *dst, si
     RC_CHECK(prim_take(c, from, &in, bytes));
     rc_status_t st = c->tp->send_acquire(c, to, &out);
     if (st == RC_OK && bytes) {
-        memcpy(dst, in, bytes);
-        memcpy(out, dst, bytes);
+        memcpy(out, in, bytes);
+        prim_store(c, dst, out, bytes);
     }
     c->tp->recv_release(c, from);
     RC_CHECK(st);

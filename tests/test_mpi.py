@@ -128,3 +128,11 @@ def test_gil_released_while_waiting(run_mpi, nprocs, tmp_path):
 def test_call_sequences(run_mpi, nprocs):
     """Each algorithm as the first call with a many-chunk buffer, and alternating 1-/8-byte dtypes, stay correct."""
     run_mpi(nprocs, "call_sequences.py")
+
+
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_allreduce_streaming_stores(run_mpi, nprocs):
+    """RINGCOMM_STREAM_MIN=0: results written with streaming stores (the large-call path) stay exact."""
+    run_mpi(nprocs, "allreduce_sweep.py", "--counts", "0,1,P-1,4099,100003",
+            "--dtypes", "float32,float16,int8,int64", "--variants", "np-in,np-out,npoff-in,torchoff-out",
+            env={"RINGCOMM_STREAM_MIN": "0", "RINGCOMM_CHUNK_BYTES": "1024"})

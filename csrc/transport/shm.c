@@ -51,6 +51,7 @@ typedef struct {
     int32_t algo_env; /* rank 0's communicator-wide tuning */
     uint64_t direct_max;
     uint64_t tree_max;
+    uint64_t stream_min;
     _Atomic uint32_t attached;
     _Atomic int32_t abort_state; /* 0 none, 1 being written, 2 set */
     int32_t abort_status;
@@ -363,6 +364,7 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     h->algo_env = comm->algo_env;
     h->direct_max = comm->direct_max;
     h->tree_max = comm->tree_max;
+    h->stream_min = comm->stream_min;
     atomic_thread_fence(memory_order_release);
     h->magic = SHM_MAGIC;
     return RC_OK;
@@ -401,6 +403,7 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         comm->algo_env = h->algo_env;
         comm->direct_max = h->direct_max;
         comm->tree_max = h->tree_max;
+        comm->stream_min = h->stream_min;
     }
     s->tx = calloc((size_t)p, sizeof *s->tx);
     s->rx = calloc((size_t)p, sizeof *s->rx);
