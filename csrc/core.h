@@ -75,7 +75,7 @@ typedef struct {
     rc_reduce_fn reduce;   /* NULL for copy-only collectives */
     rc_scale_fn scale;     /* non-NULL only for RC_AVG */
     size_t esize;
-    int stream;            /* write final results with streaming stores (large calls) */
+    int stream;            /* large call: slot and result writes bypass the cache */
 } rc_opctx_t;
 
 /* copy.c: memcpy with non-temporal stores (see there). */

@@ -35,17 +35,22 @@ static inline rc_status_t prim_post(rc_comm_t *c, int to, size_t bytes) {
     return c->tp->send_commit(c, to, &d);
 }
 
-rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes) {
-    void *slot;
-    RC_CHECK(c->tp->send_acquire(c, to, &slot));
-    if (bytes) memcpy(slot, src, bytes);
-    return prim_post(c, to, bytes);
-}
-
-/* The final write of a result into the user's buffer. */
+/* Writes into a peer's slot and final writes into the user's buffer.  For
+ * large calls (cur.stream) they bypass the cache: the peer then reads the
+ * slot from memory instead of pulling each line out of this core's cache,
+ * which is what limits large transfers when the two cores sit far apart
+ * (docs/design.md).  rc_copy_stream ends with sfence, so the slot is
+ * complete before send_commit publishes it. */
 static inline void prim_store(rc_comm_t *c, void *dst, const void *src, size_t bytes) {
     if (c->cur.stream) rc_copy_stream(dst, src, bytes);
     else memcpy(dst, src, bytes);
+}
+
+rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes) {
+    void *slot;
+    RC_CHECK(c->tp->send_acquire(c, to, &slot));
+    if (bytes) prim_store(c, slot, src, bytes);
+    return prim_post(c, to, bytes);
 }
 
 rc_status_t rc_prim_recv(rc_comm_t *c, int from, void *dst, size_t bytes) {
@@ -85,9 +90,9 @@ rc_status_t rc_prim_recv_reduce_copy_send(rc_comm_t *c, int from, int to, void *
     rc_status_t st = c->tp->send_acquire(c, to, &out);
     if (st == RC_OK && n) {
         /* reduce into the next rank's slot (cached), then store the result */
-        c->cur.reduce(out, src, in, n);
-        if (c->cur.scale) c->cur.scale(out, n, (double)c->size);
-        prim_store(c, dst, out, bytes);
+        c->cur.reduce(dst, src, in, n);
+        if (c->cur.scale) c->cur.scale(dst, n, (double)c->size);
+        prim_store(c, out, dst, bytes);
     }
     c->tp->recv_release(c, from);
     RC_CHECK(st);
@@ -100,8 +105,8 @@ rc_status_t rc_prim_recv_copy_send(rc_comm_t *c, int from, int to, void *dst, si
     RC_CHECK(prim_take(c, from, &in, bytes));
     rc_status_t st = c->tp->send_acquire(c, to, &out);
     if (st == RC_OK && bytes) {
-        memcpy(out, in, bytes);
-        prim_store(c, dst, out, bytes);
+        memcpy(dst, in, bytes);
+        prim_store(c, out, dst, bytes);
     }
     c->tp->recv_release(c, from);
     RC_CHECK(st);

@@ -39,16 +39,7 @@ def main():
         for inplace in (True, False):
             with ringcomm.Communicator.from_mpi(WORLD) as comm:
                 big = 8 * comm.chunk_bytes // 4 + 3          # eight chunks of float32 and more
-                x = np.arange(big, dtype=np.float32) + RANK
-                if inplace:
-                    comm.allreduce(x, algorithm=algo)
-                    res = x
-                else:
-                    res = np.empty_like(x)
-                    comm.allreduce(x, out=res, algorithm=algo)
-                exp = SIZE * np.arange(big, dtype=np.float32) + SIZE * (SIZE - 1) / 2
-                assert np.array_equal(res, exp), \
-                    f"first call on a fresh communicator: {algo} n={big} inplace={inplace} wrong"
+                run(comm, big, np.float32, algo, inplace, "first call on a fresh communicator")
                 ncases += 1
     with ringcomm.Communicator.from_mpi(WORLD) as comm:
         count = comm.chunk_bytes // 2        # int8 fits one chunk, int64 needs four
