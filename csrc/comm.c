@@ -13,6 +13,7 @@
 #include "transport/transport.h"
 
 #define RC_DEFAULT_CHUNK (128 * 1024)
+#define RC_DEFAULT_CHUNK_OVER (512 * 1024)
 #define RC_DEFAULT_NSLOTS 4
 #define RC_DEFAULT_TIMEOUT 300.0
 
@@ -59,7 +60,12 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     snprintf(c->token, sizeof c->token, "%s", token);
     c->timeout_s = timeout_s > 0 ? timeout_s : rc_env_double("RINGCOMM_TIMEOUT", RC_DEFAULT_TIMEOUT);
     if (c->timeout_s <= 0) c->timeout_s = RC_DEFAULT_TIMEOUT;
-    long long chunk = rc_env_ll("RINGCOMM_CHUNK_BYTES", RC_DEFAULT_CHUNK);
+    /* More ranks than CPUs: every pipeline hop costs a context switch, so
+     * use bigger chunks (fewer hops) and fewer-hop algorithms for small calls. */
+    cpu_set_t cpus;
+    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    int over = size > ncpu;
+    long long chunk = rc_env_ll("RINGCOMM_CHUNK_BYTES", over ? RC_DEFAULT_CHUNK_OVER : RC_DEFAULT_CHUNK);
     long long nslots = rc_env_ll("RINGCOMM_NSLOTS", RC_DEFAULT_NSLOTS);
     if (chunk < 64) chunk = 64;
     if (chunk > (1LL << 30)) chunk = 1LL << 30;
@@ -75,9 +81,6 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
      * core per rank, direct wins to ~1 KiB and ring beyond; with more ranks
      * than cores every hop costs a context switch, so the fewest hops win:
      * direct to 64 KiB, then the tree to 256 KiB. */
-    cpu_set_t cpus;
-    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
-    int over = size > ncpu;
     c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", over ? 65536 : 1024);
     c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", over ? 262144 : 0);
     /* Results of calls this large go out with streaming stores: no
