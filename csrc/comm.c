@@ -64,7 +64,7 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
      * use bigger chunks (fewer hops) and fewer-hop algorithms for small calls. */
     cpu_set_t cpus;
     int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
-    int over = size > ncpu;
+    int over = c->oversubscribed = size > ncpu;
     long long chunk = rc_env_ll("RINGCOMM_CHUNK_BYTES", over ? RC_DEFAULT_CHUNK_OVER : RC_DEFAULT_CHUNK);
     long long nslots = rc_env_ll("RINGCOMM_NSLOTS", RC_DEFAULT_NSLOTS);
     if (chunk < 64) chunk = 64;

@@ -1,10 +1,10 @@
-/* copy.c - copies for the last hop of large collectives.
+/* copy.c - the copy large collectives use for slots and results.
  *
  * rc_copy_stream writes with non-temporal (streaming) stores: the
- * destination is not read into the cache first (no read-for-ownership) and
- * does not evict the slots and inputs still in use.  Only worth it when the
- * destination buffer is larger than the caches and will not be read again
- * soon, i.e. the output of a large all-reduce: coll.c decides (cur.stream). */
+ * destination is not read into the cache first (no read-for-ownership), a
+ * peer reading it fetches it from memory instead of out of this core's
+ * cache, and it does not evict the inputs still in use.  Only worth it for
+ * calls larger than the caches: coll.c decides (cur.stream), prims.c uses it. */
 #include <string.h>
 #if defined(__x86_64__)
 #include <emmintrin.h>

@@ -90,6 +90,7 @@ struct rc_comm {
     double timeout_s;
     size_t chunk_bytes;            /* payload bytes per slot (a pipeline chunk) */
     uint32_t nslots;               /* slots per connection */
+    int oversubscribed;            /* more ranks than CPUs this process may run on */
     /* Communicator-wide tuning: rank 0's environment decides, the
      * transport hands it to the others (so "auto" agrees everywhere). */
     int algo_env;                  /* RINGCOMM_ALGO as rc_algo_t (AUTO = unset) */

@@ -89,7 +89,7 @@ rc_status_t rc_prim_recv_reduce_copy_send(rc_comm_t *c, int from, int to, void *
     RC_CHECK(prim_take(c, from, &in, bytes));
     rc_status_t st = c->tp->send_acquire(c, to, &out);
     if (st == RC_OK && n) {
-        /* reduce into the next rank's slot (cached), then store the result */
+        /* reduce into our result, then copy it into the next rank's slot */
         c->cur.reduce(dst, src, in, n);
         if (c->cur.scale) c->cur.scale(dst, n, (double)c->size);
         prim_store(c, out, dst, bytes);

@@ -325,9 +325,7 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     /* Back-off: with a core per rank, spin long (a peer is about to post);
      * with more ranks than cores, spinning steals the peer's core, so spin
      * briefly and yield (MPICH does the same when oversubscribed). */
-    cpu_set_t cpus;
-    int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
-    int over = comm->size > ncpu;
+    int over = comm->oversubscribed;
     s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
     s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
     if (comm->rank != 0) return RC_OK;

@@ -276,12 +276,12 @@ cdef class Communicator:
 
     @staticmethod
     def _create(int rank, int size, str token, timeout=None):
-        """Phase 1 of the two-phase connect (bootstrap.py drives it)."""
+        """Phase 1 of the two-phase connect (bootstrap.py drives it; the
+        public entry points have validated timeout)."""
         cdef Communicator self = Communicator.__new__(Communicator)
         cdef bytes tok = token.encode()
         cdef const char *ctok = tok
         cdef double t = float(timeout) if timeout is not None else 0.0
-        _check_timeout(timeout)
         with nogil:
             _check(lib.rc_comm_create(rank, size, ctok, t, &self.c))
         self.rank = rank
