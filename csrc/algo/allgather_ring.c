@@ -49,7 +49,7 @@ rc_status_t rc_allgather_ring(rc_comm_t *c, const rc_task_t *t) {
     const uint64_t steps = rc_nchunks(count, chunk);
     const char *src = (const char *)t->sendbuf;
     char *dst = (char *)t->recvbuf;
-    const int in_place = src == dst + (size_t)r * count * es;
+    const int in_place = count && src == dst + (size_t)r * count * es;
 
     for (uint64_t it = 0; it < steps; it++) {
         const size_t n = (size_t)rc_slice_len(count, chunk, it), bytes = n * es;
