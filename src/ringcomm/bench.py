@@ -1203,9 +1203,8 @@ class Progress:
         sys.stderr.flush()
         self.shown = True
 
-    def step(self, text: str) -> None:
-        self.done += 1
-        self.text = text
+    def step(self, n: int = 1) -> None:
+        self.done += n
         self.draw(force=self.shown)
 
     def section_done(self) -> None:
@@ -1215,6 +1214,7 @@ class Progress:
 
     def finish(self) -> None:
         self.clear()
+        self.enabled = False
 
 
 # --------------------------------------------------------------------------
@@ -1348,9 +1348,11 @@ def main(argv=None) -> int:
 
     def out(line=""):
         if root:
+            shown = progress.shown
             progress.clear()
             print(line, flush=True)
-            progress.draw(force=progress.done > 0)
+            if shown:
+                progress.draw(force=True)
 
     for line in header_lines(ctx, args, argv, colls, peers):
         out(line)
@@ -1394,14 +1396,13 @@ def main(argv=None) -> int:
                     count, cols = measure_size(ctx, coll, columns_spec, size, dtype, op, args, args.root)
                 except NotAvailable as e:
                     out(f"# {dtype}: {e}")
-                    progress.done += len(sizes) - k - 1
-                    progress.step(progress.text)
+                    progress.step(len(sizes) - k)
                     break
                 # like nccl-tests: the size column is what the counts move
                 size = coll.size_of(count, DTYPES[dtype][1], ctx.size)
                 line, stats = row_line(size, count, dtype, op, cols, factor, peers)
                 out(line)
-                progress.step(f"{coll.name} {dtype} {op} {format_size(size)}")
+                progress.step()
                 rc_best = None
                 for col in cols:
                     if col.note:
