@@ -497,7 +497,7 @@ def _allgather_gloo(ctx, bufs, op, algorithm, root):
 def _gather_ringcomm(ctx, bufs, op, algorithm, root):
     comm, send = ctx.rc, bufs.send
     recv = bufs.recv if ctx.rank == root else None
-    return lambda: comm.gather(send, recv, root=root)
+    return lambda: comm.gather(send, recv, root=root, algorithm=algorithm)
 
 
 def _gather_mpi(ctx, bufs, op, algorithm, root):
@@ -584,7 +584,7 @@ def _scatter_fill(bufs, rank, p, op, dtype, root):
 def _scatter_ringcomm(ctx, bufs, op, algorithm, root):
     comm, recv = ctx.rc, bufs.recv
     send = bufs.send if ctx.rank == root else None
-    return lambda: comm.scatter(send, recv, root=root)
+    return lambda: comm.scatter(send, recv, root=root, algorithm=algorithm)
 
 
 def _scatter_mpi(ctx, bufs, op, algorithm, root):
@@ -702,7 +702,7 @@ COLLECTIVES = {
         busbw_factor=lambda p: (p - 1) / p,
         counts=_counts_gather, size_of=_size_blocks, fill=_gather_fill,
         runners={"ringcomm": _gather_ringcomm, "mpi": _gather_mpi, "gloo": _gather_gloo},
-        ops=(NO_OP,), rooted=True, checked=lambda rank, p, root: rank == root,
+        ops=(NO_OP,), algorithms="gather", rooted=True, checked=lambda rank, p, root: rank == root,
         peer_calls={"mpi": "Gather", "gloo": "gather"},
     ),
     "scatter": Collective(
@@ -710,7 +710,7 @@ COLLECTIVES = {
         busbw_factor=lambda p: (p - 1) / p,
         counts=_counts_scatter, size_of=_size_blocks, fill=_scatter_fill,
         runners={"ringcomm": _scatter_ringcomm, "mpi": _scatter_mpi, "gloo": _scatter_gloo},
-        ops=(NO_OP,), rooted=True,
+        ops=(NO_OP,), algorithms="scatter", rooted=True,
         peer_calls={"mpi": "Scatter", "gloo": "scatter"},
     ),
     "sendrecv": Collective(
@@ -1086,9 +1086,9 @@ def section_lines(coll, dtype, op, ctx, root, columns_spec, peers) -> list[str]:
     calls = [f"{k}: {coll.peer_calls[k]}" for k in peers if k in coll.peer_calls]
     if calls:
         lines.append("# peers call  " + ";  ".join(calls))
-    if coll.in_place:
-        lines.append(f"# in place (input copied into the output once before timing): "
-                     f"{', '.join(k for k in coll.in_place if k == 'ringcomm' or k in peers)}")
+    in_place = [k for k in coll.in_place if k == "ringcomm" or k in peers]
+    if in_place:
+        lines.append(f"# in place (input copied into the output once before timing): {', '.join(in_place)}")
     return lines + table_header(columns_spec, peers)
 
 
