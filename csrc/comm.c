@@ -168,9 +168,17 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     }
     RC_CHECK_GOTO(rc_p2p_init(comm), st, out);
     comm->connected = 1;
-    RC_LOG(RC_INFO, "rank %d/%d connected: transport %s, chunk %zu B x %u slots, timeout %.0f s",
-           comm->rank, comm->size, comm->tp->name, comm->chunk_bytes, comm->nslots,
-           comm->timeout_s);
+    comm->trace_id = rc_trace_comm(comm);
+    if (rc_debug_level() >= RC_INFO) {
+        RC_LOG(RC_INFO, "ringcomm %d.%d.%d, kernels %s: rank %d of %d connected (host %s); "
+               "chunk %zu B x %u slots, timeout %.0f s%s", RC_VERSION_MAJOR, RC_VERSION_MINOR,
+               RC_VERSION_PATCH, rc_reduce_isa(), comm->rank, comm->size, addrs[comm->rank].host,
+               comm->chunk_bytes, comm->nslots, comm->timeout_s,
+               comm->oversubscribed ? ", more ranks than CPUs" : "");
+        for (int r = 0; r < comm->size; r++)
+            if (r != comm->rank)
+                RC_LOG(RC_INFO, "rank %d -> rank %d: transport %s", comm->rank, r, comm->tp->name);
+    }
 out:
     free(addrs);
     return st;

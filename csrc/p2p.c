@@ -278,6 +278,7 @@ static int progress_recv(rc_comm_t *comm, int src) {
                 if (e->posted_tail == r) e->posted_tail = prev;
                 r->next = NULL;
                 r->source = src;
+                r->msg = d.seq;
                 cur->req = r;
                 cur->bytes = r->bytes;
             } else {
@@ -375,6 +376,7 @@ rc_status_t rc_p2p_post(rc_comm_t *comm, rc_request_t *r) {
         return comm->broken;
     }
     r->bytes = r->task.count * rc_dtype_size(r->task.dtype);
+    if (comm->trace_id) r->t_start = rc_now();
     r->off = 0;
     r->chunks = 0;
     r->next = NULL;
