@@ -25,7 +25,7 @@ ext = Extension(
     include_dirs=["csrc/include", "csrc"],
     extra_compile_args=cflags,
     extra_link_args=ldflags,
-    libraries=["rt"],
+    libraries=["rt", "pthread"],
 )
 
 setup(

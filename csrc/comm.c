@@ -1,6 +1,8 @@
 /* comm.c - communicator lifecycle: two-phase create/connect, host identity,
  * transport choice, failure propagation, destroy. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "p2p.h"
 #include "transport/transport.h"
 
 #define RC_DEFAULT_CHUNK (128 * 1024)
@@ -55,6 +58,7 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
                             "comm_create: token must be 1-47 characters without '/'");
     rc_comm_t *c = calloc(1, sizeof *c);
     if (!c) return rc_set_error(RC_ERR_NO_MEMORY, "comm_create: out of memory");
+    pthread_mutex_init(&c->qmu, NULL);
     c->rank = rank;
     c->size = size;
     snprintf(c->token, sizeof c->token, "%s", token);
@@ -153,6 +157,7 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
         st = rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
         goto out;
     }
+    RC_CHECK_GOTO(rc_p2p_init(comm), st, out);
     comm->connected = 1;
     RC_LOG(RC_INFO, "rank %d/%d connected: transport %s, chunk %zu B x %u slots, timeout %.0f s",
            comm->rank, comm->size, comm->tp->name, comm->chunk_bytes, comm->nslots,
@@ -174,7 +179,10 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
 
 rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     if (!comm) return RC_OK;
+    rc_progress_shutdown(comm);
     if (comm->tp && comm->tp->close) comm->tp->close(comm);
+    rc_p2p_free(comm);
+    pthread_mutex_destroy(&comm->qmu);
     free(comm->scratch);
     free(comm);
     return RC_OK;

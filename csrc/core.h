@@ -3,6 +3,7 @@
 #ifndef RC_CORE_H
 #define RC_CORE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -51,8 +52,6 @@ double rc_env_double(const char *name, double dflt);
 /* ---- the descriptor every message carries ----
  * Peers compare it with their own: a different collective, count, dtype, op,
  * root or algorithm in the same call is a mismatch, never silent corruption. */
-typedef enum { RC_COLL_NONE = 0, RC_COLL_ALLREDUCE = 1, RC_COLL_BARRIER = 2 } rc_coll_t;
-
 typedef struct {
     uint32_t seq;      /* collective sequence number on this communicator */
     uint8_t coll;      /* rc_coll_t */
@@ -64,10 +63,22 @@ typedef struct {
     uint32_t bytes;    /* payload bytes of this message (checked separately) */
 } rc_desc_t;           /* 24 bytes */
 
-const char *rc_coll_name(int coll);
 /* "allreduce #3 (count=10, float32, sum, ring)" */
 void rc_desc_format(const rc_desc_t *d, char *buf, size_t len);
 int rc_desc_equal(const rc_desc_t *a, const rc_desc_t *b); /* ignores bytes */
+
+/* ---- one operation, as posted (coll.c checks it, then runs or queues it) ---- */
+typedef struct rc_task {
+    rc_coll_t coll;
+    const void *sendbuf;
+    void *recvbuf;
+    uint64_t count;        /* elements (one rank's block for allgather, reduce_scatter, alltoall, gather, scatter) */
+    rc_dtype_t dtype;
+    rc_op_t op;
+    rc_algo_t algo;        /* resolved before the run: never RC_ALGO_AUTO */
+    int root;              /* rooted collectives; the peer of send/recv */
+    int tag;               /* send/recv */
+} rc_task_t;
 
 /* ---- the operation in progress ---- */
 typedef struct {
@@ -81,8 +92,28 @@ typedef struct {
 /* copy.c: memcpy with non-temporal stores (see there). */
 void rc_copy_stream(void *dst, const void *src, size_t bytes);
 
+/* ---- requests (progress.c) ---- */
+enum { RC_REQ_QUEUED = 0, RC_REQ_ACTIVE = 1, RC_REQ_DONE = 2 };
+
+struct rc_request {
+    rc_task_t task;
+    rc_comm_t *comm;
+    _Atomic uint32_t state;        /* RC_REQ_* */
+    rc_status_t status;            /* valid once DONE */
+    int source;                    /* receives: the sender */
+    int internal;                  /* on a blocking caller's stack: never freed */
+    struct rc_request *next;       /* operation queue, p2p lists */
+    /* point-to-point progress (p2p.c) */
+    uint64_t bytes;                /* message bytes */
+    uint64_t off;                  /* bytes moved so far */
+    uint64_t chunks;               /* sends: chunks posted so far */
+    uint32_t msg;                  /* message number on its (sender, receiver) stream */
+    char err[600];                 /* the error text, for the waiting thread */
+};
+
 struct rc_transport_ops;
 struct rc_shm;
+struct rc_p2p;
 
 struct rc_comm {
     int rank, size;
@@ -106,7 +137,36 @@ struct rc_comm {
     const struct rc_transport_ops *tp;
     struct rc_shm *shm;            /* shared-memory transport state */
     void *scratch;                 /* chunk_bytes of private scratch */
+
+    /* progress.c: posted operations run in post order, by one executor at a
+     * time (the caller's thread for a blocking call on an idle
+     * communicator, else the progress thread). */
+    pthread_mutex_t qmu;
+    struct rc_request *qhead, *qtail; /* posted, not yet started */
+    int executor;                  /* an executor is running (under qmu) */
+    int thread_started;
+    pthread_t thread;
+    _Atomic int stop;              /* closing: waits give up, the queue is failed */
+    _Atomic uint32_t done_word;    /* bumped at every completion (futex) */
+    _Atomic uint32_t done_waiters;
+    _Atomic uint32_t kick_word;    /* bumped when there is work for the thread (futex) */
+    _Atomic uint32_t kick_waiters;
+    /* p2p.c: send/recv matching and streaming (executor only) */
+    struct rc_p2p *p2p;
+    int p2p_active;                /* started point-to-point operations not yet done */
+    double p2p_moved_at;           /* when point-to-point traffic last moved (deadline) */
 };
+
+/* progress.c */
+/* Run (blocking, req == NULL) or post (req != NULL) a checked task.  A
+ * blocking receive reports its sender in *source (may be NULL). */
+rc_status_t rc_submit(rc_comm_t *comm, const rc_task_t *t, rc_request_t **req, int *source);
+/* Complete a request: status, error text, wake waiters.  Executor only. */
+void rc_req_complete(rc_comm_t *comm, rc_request_t *r, rc_status_t st);
+/* Stop the progress thread and fail what is queued (comm_destroy). */
+void rc_progress_shutdown(rc_comm_t *comm);
+/* coll.c: run one collective task on the executor. */
+rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t);
 
 /* Mark the communicator failed: sets the last error, makes the failure
  * sticky, and tells the peers (through the transport) so that they fail too

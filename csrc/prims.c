@@ -21,9 +21,9 @@ prim_bad_message(rc_comm_t *c, int from, const rc_desc_t *got, size_t want_bytes
 /* Take the next message from `from`, checking it is the one we expect. */
 static inline rc_status_t prim_take(rc_comm_t *c, int from, const void **buf, size_t want_bytes) {
     rc_desc_t got;
-    RC_CHECK(c->tp->recv_acquire(c, from, buf, &got));
+    RC_CHECK(c->tp->recv_acquire(c, RC_LANE_COLL, from, buf, &got, 1));
     if (RC_UNLIKELY(got.bytes != want_bytes || !rc_desc_equal(&got, &c->cur.desc))) {
-        c->tp->recv_release(c, from);
+        c->tp->recv_release(c, RC_LANE_COLL, from);
         return prim_bad_message(c, from, &got, want_bytes);
     }
     return RC_OK;
@@ -32,7 +32,7 @@ static inline rc_status_t prim_take(rc_comm_t *c, int from, const void **buf, si
 static inline rc_status_t prim_post(rc_comm_t *c, int to, size_t bytes) {
     rc_desc_t d = c->cur.desc;
     d.bytes = (uint32_t)bytes;
-    return c->tp->send_commit(c, to, &d);
+    return c->tp->send_commit(c, RC_LANE_COLL, to, &d);
 }
 
 /* Writes into a peer's slot and final writes into the user's buffer.  For
@@ -48,7 +48,7 @@ static inline void prim_store(rc_comm_t *c, void *dst, const void *src, size_t b
 
 rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes) {
     void *slot;
-    RC_CHECK(c->tp->send_acquire(c, to, &slot));
+    RC_CHECK(c->tp->send_acquire(c, RC_LANE_COLL, to, &slot, 1));
     if (bytes) prim_store(c, slot, src, bytes);
     return prim_post(c, to, bytes);
 }
@@ -57,7 +57,7 @@ rc_status_t rc_prim_recv(rc_comm_t *c, int from, void *dst, size_t bytes) {
     const void *in;
     RC_CHECK(prim_take(c, from, &in, bytes));
     if (bytes) prim_store(c, dst, in, bytes);
-    c->tp->recv_release(c, from);
+    c->tp->recv_release(c, RC_LANE_COLL, from);
     return RC_OK;
 }
 
@@ -65,7 +65,7 @@ rc_status_t rc_prim_recv_reduce(rc_comm_t *c, int from, void *dst, const void *s
     const void *in;
     RC_CHECK(prim_take(c, from, &in, n * c->cur.esize));
     if (n) c->cur.reduce(dst, src, in, n);
-    c->tp->recv_release(c, from);
+    c->tp->recv_release(c, RC_LANE_COLL, from);
     return RC_OK;
 }
 
@@ -74,9 +74,9 @@ rc_status_t rc_prim_recv_reduce_send(rc_comm_t *c, int from, int to, const void 
     void *out;
     size_t bytes = n * c->cur.esize;
     RC_CHECK(prim_take(c, from, &in, bytes));
-    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    rc_status_t st = c->tp->send_acquire(c, RC_LANE_COLL, to, &out, 1);
     if (st == RC_OK && n) c->cur.reduce(out, src, in, n);
-    c->tp->recv_release(c, from);
+    c->tp->recv_release(c, RC_LANE_COLL, from);
     RC_CHECK(st);
     return prim_post(c, to, bytes);
 }
@@ -87,14 +87,14 @@ rc_status_t rc_prim_recv_reduce_copy_send(rc_comm_t *c, int from, int to, void *
     void *out;
     size_t bytes = n * c->cur.esize;
     RC_CHECK(prim_take(c, from, &in, bytes));
-    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    rc_status_t st = c->tp->send_acquire(c, RC_LANE_COLL, to, &out, 1);
     if (st == RC_OK && n) {
         /* reduce into our result, then copy it into the next rank's slot */
         c->cur.reduce(dst, src, in, n);
         if (c->cur.scale) c->cur.scale(dst, n, (double)c->size);
         prim_store(c, out, dst, bytes);
     }
-    c->tp->recv_release(c, from);
+    c->tp->recv_release(c, RC_LANE_COLL, from);
     RC_CHECK(st);
     return prim_post(c, to, bytes);
 }
@@ -103,12 +103,12 @@ rc_status_t rc_prim_recv_copy_send(rc_comm_t *c, int from, int to, void *dst, si
     const void *in;
     void *out;
     RC_CHECK(prim_take(c, from, &in, bytes));
-    rc_status_t st = c->tp->send_acquire(c, to, &out);
+    rc_status_t st = c->tp->send_acquire(c, RC_LANE_COLL, to, &out, 1);
     if (st == RC_OK && bytes) {
         memcpy(dst, in, bytes);
         prim_store(c, out, dst, bytes);
     }
-    c->tp->recv_release(c, from);
+    c->tp->recv_release(c, RC_LANE_COLL, from);
     RC_CHECK(st);
     return prim_post(c, to, bytes);
 }

@@ -1,6 +1,8 @@
 /* status.c - status names, the thread-local last-error text, debug logging,
  * environment helpers and the message descriptor helpers. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +101,10 @@ const char *rc_algo_name(rc_algo_t a) {
     case RC_ALGO_TREE: return "tree";
     case RC_ALGO_DIRECT: return "direct";
     case RC_ALGO_BINOMIAL: return "binomial";
+    case RC_ALGO_CHAIN: return "chain";
+    case RC_ALGO_SCATTER_ALLGATHER: return "scatter_allgather";
+    case RC_ALGO_RS_GATHER: return "rs_gather";
+    case RC_ALGO_PAIRWISE: return "pairwise";
     default: return "?";
     }
 }
@@ -107,6 +113,15 @@ const char *rc_coll_name(int coll) {
     switch (coll) {
     case RC_COLL_ALLREDUCE: return "allreduce";
     case RC_COLL_BARRIER: return "barrier";
+    case RC_COLL_BROADCAST: return "broadcast";
+    case RC_COLL_REDUCE: return "reduce";
+    case RC_COLL_ALLGATHER: return "allgather";
+    case RC_COLL_REDUCE_SCATTER: return "reduce_scatter";
+    case RC_COLL_ALLTOALL: return "alltoall";
+    case RC_COLL_GATHER: return "gather";
+    case RC_COLL_SCATTER: return "scatter";
+    case RC_COLL_SEND: return "send";
+    case RC_COLL_RECV: return "recv";
     default: return "none";
     }
 }
@@ -116,9 +131,14 @@ void rc_desc_format(const rc_desc_t *d, char *buf, size_t len) {
         snprintf(buf, len, "barrier #%u", d->seq);
         return;
     }
-    snprintf(buf, len, "%s #%u (count=%llu, %s, %s, %s)", rc_coll_name(d->coll), d->seq,
+    int reduces = d->coll == RC_COLL_ALLREDUCE || d->coll == RC_COLL_REDUCE ||
+                  d->coll == RC_COLL_REDUCE_SCATTER;
+    char root[24] = "";
+    if (d->root >= 0) snprintf(root, sizeof root, ", root=%d", (int)d->root);
+    snprintf(buf, len, "%s #%u (count=%llu, %s%s%s%s, %s)", rc_coll_name(d->coll), d->seq,
              (unsigned long long)d->count, rc_dtype_name((rc_dtype_t)d->dtype),
-             rc_op_name((rc_op_t)d->op), rc_algo_name((rc_algo_t)d->algo));
+             reduces ? ", " : "", reduces ? rc_op_name((rc_op_t)d->op) : "", root,
+             rc_algo_name((rc_algo_t)d->algo));
 }
 
 int rc_desc_equal(const rc_desc_t *a, const rc_desc_t *b) {

@@ -64,10 +64,35 @@ typedef enum {
     RC_ALGO_TREE = 2,       /* double binary tree */
     RC_ALGO_DIRECT = 3,
     RC_ALGO_BINOMIAL = 4,   /* binomial tree reduce + broadcast */
+    RC_ALGO_CHAIN = 5,      /* pipelined chain (broadcast, reduce) */
+    RC_ALGO_SCATTER_ALLGATHER = 6, /* broadcast: scatter + ring all-gather */
+    RC_ALGO_RS_GATHER = 7,  /* reduce: ring reduce-scatter + gather to the root */
+    RC_ALGO_PAIRWISE = 8,   /* all-to-all: pairwise exchange */
     RC_NUM_ALGOS
 } rc_algo_t;
 
+/* Collectives (also the kind of a request). */
+typedef enum {
+    RC_COLL_NONE = 0,
+    RC_COLL_ALLREDUCE = 1,
+    RC_COLL_BARRIER = 2,
+    RC_COLL_BROADCAST = 3,
+    RC_COLL_REDUCE = 4,
+    RC_COLL_ALLGATHER = 5,
+    RC_COLL_REDUCE_SCATTER = 6,
+    RC_COLL_ALLTOALL = 7,
+    RC_COLL_GATHER = 8,
+    RC_COLL_SCATTER = 9,
+    RC_COLL_SEND = 10,      /* point-to-point */
+    RC_COLL_RECV = 11,
+    RC_NUM_COLLS
+} rc_coll_t;
+
+#define RC_ANY_SOURCE (-1)  /* rc_recv: match a message from any rank */
+
 typedef struct rc_comm rc_comm_t;
+/* An operation posted with a non-NULL `req` argument (asynchronous). */
+typedef struct rc_request rc_request_t;
 
 /* ---- status and introspection ---- */
 const char *rc_status_string(rc_status_t s);   /* "RC_ERR_MISMATCH", ... */
@@ -112,13 +137,68 @@ int rc_comm_size(const rc_comm_t *comm);
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
 
 /* ---- collectives ----
- * count is in elements.  recvbuf == sendbuf means in place. */
+ * count is in elements.  recvbuf == sendbuf means in place.  For allgather,
+ * reduce_scatter, alltoall, gather and scatter, `count` is the block of one
+ * rank: the big buffer holds size * count elements, block j belonging to rank
+ * j (torch's *_into_tensor / *_single layout).  `root` buffers are used only
+ * on the root (others may pass NULL).
+ *
+ * req == NULL: blocking.  req != NULL: asynchronous; *req receives a request
+ * to wait on or test, then free.  Operations on one communicator run in the
+ * order they were posted (every rank must post collectives in the same
+ * order); buffers belong to the library until the request completes. */
 rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
-                         uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo);
-rc_status_t rc_barrier(rc_comm_t *comm);
+                         uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
+                         rc_request_t **req);
+rc_status_t rc_broadcast(rc_comm_t *comm, void *buf, uint64_t count, rc_dtype_t dt,
+                         int root, rc_algo_t algo, rc_request_t **req);
+rc_status_t rc_reduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                      rc_dtype_t dt, rc_op_t op, int root, rc_algo_t algo,
+                      rc_request_t **req);
+rc_status_t rc_allgather(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
+                         uint64_t count, rc_dtype_t dt, rc_algo_t algo, rc_request_t **req);
+rc_status_t rc_reduce_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
+                              uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
+                              rc_request_t **req);
+rc_status_t rc_alltoall(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                        rc_dtype_t dt, rc_algo_t algo, rc_request_t **req);
+rc_status_t rc_gather(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                      rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req);
+rc_status_t rc_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                       rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req);
+rc_status_t rc_barrier(rc_comm_t *comm, rc_request_t **req);
+
+/* ---- point-to-point ----
+ * Messages from one rank to another with the same tag are received in the
+ * order they were sent; the receive must name the same count and dtype.
+ * Large messages are streamed in chunks (pipelined).  A blocking send
+ * returns once the data is in the transport (the receiver may not have it
+ * yet).  source may be RC_ANY_SOURCE; *status_source (may be NULL) receives
+ * the sender when the receive completes (blocking) - for requests see
+ * rc_request_source. */
+rc_status_t rc_send(rc_comm_t *comm, const void *buf, uint64_t count, rc_dtype_t dt,
+                    int dest, int tag, rc_request_t **req);
+rc_status_t rc_recv(rc_comm_t *comm, void *buf, uint64_t count, rc_dtype_t dt,
+                    int source, int tag, int *status_source, rc_request_t **req);
+
+/* ---- requests ----
+ * rc_request_test: *done = 1 once complete; returns the operation's status
+ * then (RC_OK while still running).  rc_request_wait: waits (timeout_s < 0:
+ * forever), returns the operation's status, or RC_ERR_TIMEOUT when the wait
+ * timed out (the request is still running and can be waited on again).
+ * rc_request_free waits for the request first if it is still running. */
+rc_status_t rc_request_test(rc_request_t *req, int *done);
+rc_status_t rc_request_wait(rc_request_t *req, double timeout_s);
+int rc_request_source(const rc_request_t *req);   /* receives: the sender */
+void rc_request_free(rc_request_t *req);
 
 /* The algorithm "auto" would run for this call (for debugging and tests). */
 rc_algo_t rc_allreduce_select(const rc_comm_t *comm, uint64_t count, rc_dtype_t dt);
+rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dtype_t dt);
+/* Names of the algorithms a collective's table holds (NULL-terminated
+ * walk: i = 0, 1, ... until NULL). */
+const char *rc_coll_algo_name(rc_coll_t coll, int i);
+const char *rc_coll_name(int coll);
 
 #ifdef __cplusplus
 }

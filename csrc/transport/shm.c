@@ -3,9 +3,11 @@
  * Layout of the segment "/ringcomm-<token>" (created by rank 0, 0600, O_EXCL;
  * unlinked by the last rank to map it, so a crash leaves nothing behind):
  *
- *   [header 4 KiB][rank info: 64 B x p][channel 0->0][channel 0->1] ... [channel p-1->p-1]
+ *   [header 4 KiB][rank info: 64 B x p][lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
  *
- * A channel (one per ordered rank pair) is a single-producer single-consumer
+ * Lane 0 carries collectives, lane 1 point-to-point messages, so that a
+ * pending send never sits in front of a collective's chunks.  A channel
+ * (one per lane and ordered rank pair) is a single-producer single-consumer
  * ring of `nslots` slots of `chunk_bytes` payload:
  *
  *   line 0: head          (messages posted, written by the sender)
@@ -18,8 +20,14 @@
  * reads (or reduces) straight out of the slot: no staging copy.  Waits spin
  * with `pause`, then sched_yield, then sleep on a futex with a short timeout
  * so that the abort flag, peer liveness and the deadline are checked.
+ *
+ * Each rank's info line also holds a doorbell: a counter that moves when a
+ * point-to-point message arrives for the rank or a p2p slot it filled is
+ * freed, so the p2p engine can sleep on one futex for all its peers.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -34,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../p2p.h"
 #include "transport.h"
 
 #define SHM_MAGIC 0x3130484d53435252ull /* "RRCSMH01" */
@@ -64,7 +73,9 @@ typedef struct {
     _Atomic int32_t pid;
     _Atomic uint32_t pub; /* seqlock: odd while desc is being written */
     rc_desc_t desc;
-    char pad[RC_CACHELINE - 8 - sizeof(rc_desc_t)];
+    _Atomic uint32_t bell;         /* p2p doorbell (see the head comment) */
+    _Atomic uint32_t bell_waiters; /* the owner sleeps on bell: FUTEX_WAKE it */
+    char pad[RC_CACHELINE - 16 - sizeof(rc_desc_t)];
 } shm_rankinfo_t;
 _Static_assert(sizeof(shm_rankinfo_t) == RC_CACHELINE, "rank info");
 
@@ -89,8 +100,8 @@ struct rc_shm {
     shm_hdr_t *hdr;
     shm_rankinfo_t *info;
     int unlinked;
-    shm_end_t *tx; /* [peer]: channel me -> peer */
-    shm_end_t *rx; /* [peer]: channel peer -> me */
+    shm_end_t *tx; /* [lane * p + peer]: channel me -> peer */
+    shm_end_t *rx; /* [lane * p + peer]: channel peer -> me */
     uint32_t spin;
     uint32_t yields;
 };
@@ -115,12 +126,14 @@ static void futex_wake(_Atomic uint32_t *addr) {
 }
 
 static size_t shm_total_bytes(int p, size_t chan_bytes) {
-    return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t) + (size_t)p * (size_t)p * chan_bytes;
+    return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t) +
+           (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
 }
 
-static shm_chan_t *shm_chan(struct rc_shm *s, int from, int to) {
-    size_t off = SHM_HDR_BYTES + (size_t)s->hdr->size * sizeof(shm_rankinfo_t) +
-                 ((size_t)from * s->hdr->size + (size_t)to) * s->hdr->chan_bytes;
+static shm_chan_t *shm_chan(struct rc_shm *s, int lane, int from, int to) {
+    size_t p = s->hdr->size;
+    size_t off = SHM_HDR_BYTES + p * sizeof(shm_rankinfo_t) +
+                 (((size_t)lane * p + (size_t)from) * p + (size_t)to) * s->hdr->chan_bytes;
     return (shm_chan_t *)((char *)s->base + off);
 }
 
@@ -189,6 +202,32 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
     return RC_OK;
 }
 
+/* Abort record and the liveness of every peer (`doing`: for the message). */
+static rc_status_t shm_health(rc_comm_t *comm, const char *doing) {
+    RC_CHECK(shm_check_abort(comm));
+    struct rc_shm *s = comm->shm;
+    for (int r = 0; r < comm->size; r++) {
+        if (r == comm->rank) continue;
+        pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
+        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+            return rc_comm_fail(comm, RC_ERR_PEER_LOST, "rank %d (pid %d) is gone: rank %d was %s",
+                                r, (int)pid, comm->rank, doing);
+    }
+    return RC_OK;
+}
+
+/* While a collective waits, pending sends and receives keep moving. */
+static rc_status_t shm_wait_side_work(rc_comm_t *comm) {
+    if (RC_UNLIKELY(atomic_load_explicit(&comm->stop, memory_order_relaxed)))
+        return rc_comm_fail(comm, RC_ERR_INVALID_ARG,
+                            "rank %d: the communicator was closed during a call", comm->rank);
+    if (comm->p2p_active) {
+        int moved = rc_p2p_progress(comm);
+        if (moved < 0) return (rc_status_t)moved;
+    }
+    return RC_OK;
+}
+
 /* Wait until *word != seen (what = "receive from" / "send to"). */
 static rc_status_t __attribute__((noinline))
 shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen,
@@ -210,6 +249,7 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
             atomic_store_explicit(waiters, 0, memory_order_relaxed);
         }
         RC_CHECK(shm_check_abort(comm));
+        RC_CHECK(shm_wait_side_work(comm));
         double now = rc_now();
         if (now >= next_check) {
             RC_CHECK(shm_slow_checks(comm, peer, t0, what));
@@ -220,12 +260,20 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
 
 /* ---- data path ---- */
 
-static rc_status_t shm_send_acquire(rc_comm_t *comm, int peer, void **buf) {
+static void shm_ring(rc_comm_t *comm, int rank) {
+    shm_rankinfo_t *ri = &comm->shm->info[rank];
+    atomic_fetch_add_explicit(&ri->bell, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&ri->bell_waiters, memory_order_seq_cst))
+        futex_wake(&ri->bell);
+}
+
+static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **buf, int wait) {
     struct rc_shm *s = comm->shm;
-    shm_end_t *e = &s->tx[peer];
+    shm_end_t *e = &s->tx[lane * comm->size + peer];
     while (RC_UNLIKELY(e->pos - e->other >= comm->nslots)) {
         e->other = atomic_load_explicit(&e->ch->tail, memory_order_acquire);
         if (e->pos - e->other < comm->nslots) break;
+        if (!wait) return RC_INPROGRESS;
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->tail, e->other, &e->ch->tail_waiters,
                                  "send to"));
     }
@@ -234,9 +282,9 @@ static rc_status_t shm_send_acquire(rc_comm_t *comm, int peer, void **buf) {
     return RC_OK;
 }
 
-static rc_status_t shm_send_commit(rc_comm_t *comm, int peer, const rc_desc_t *d) {
+static rc_status_t shm_send_commit(rc_comm_t *comm, int lane, int peer, const rc_desc_t *d) {
     struct rc_shm *s = comm->shm;
-    shm_end_t *e = &s->tx[peer];
+    shm_end_t *e = &s->tx[lane * comm->size + peer];
     char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
     memcpy(slot, d, sizeof *d);
     e->pos++;
@@ -244,15 +292,18 @@ static rc_status_t shm_send_commit(rc_comm_t *comm, int peer, const rc_desc_t *d
     atomic_store_explicit(&e->ch->head, e->pos, memory_order_seq_cst);
     if (RC_UNLIKELY(atomic_load_explicit(&e->ch->head_waiters, memory_order_seq_cst)))
         futex_wake(&e->ch->head);
+    if (lane == RC_LANE_P2P) shm_ring(comm, peer);
     return RC_OK;
 }
 
-static rc_status_t shm_recv_acquire(rc_comm_t *comm, int peer, const void **buf, rc_desc_t *d) {
+static rc_status_t shm_recv_acquire(rc_comm_t *comm, int lane, int peer, const void **buf,
+                                    rc_desc_t *d, int wait) {
     struct rc_shm *s = comm->shm;
-    shm_end_t *e = &s->rx[peer];
+    shm_end_t *e = &s->rx[lane * comm->size + peer];
     while (RC_UNLIKELY(e->other == e->pos)) {
         e->other = atomic_load_explicit(&e->ch->head, memory_order_acquire);
         if (e->other != e->pos) break;
+        if (!wait) return RC_INPROGRESS;
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->head, e->pos, &e->ch->head_waiters,
                                  "receive from"));
     }
@@ -262,12 +313,38 @@ static rc_status_t shm_recv_acquire(rc_comm_t *comm, int peer, const void **buf,
     return RC_OK;
 }
 
-static void shm_recv_release(rc_comm_t *comm, int peer) {
-    shm_end_t *e = &comm->shm->rx[peer];
+static void shm_recv_release(rc_comm_t *comm, int lane, int peer) {
+    shm_end_t *e = &comm->shm->rx[lane * comm->size + peer];
     e->pos++;
     atomic_store_explicit(&e->ch->tail, e->pos, memory_order_seq_cst);
     if (RC_UNLIKELY(atomic_load_explicit(&e->ch->tail_waiters, memory_order_seq_cst)))
         futex_wake(&e->ch->tail);
+    if (lane == RC_LANE_P2P) shm_ring(comm, peer);
+}
+
+static uint32_t shm_events(rc_comm_t *comm) {
+    return atomic_load_explicit(&comm->shm->info[comm->rank].bell, memory_order_acquire);
+}
+
+static void shm_kick(rc_comm_t *comm) { shm_ring(comm, comm->rank); }
+
+/* Sleep until the doorbell moves or max_s passes: spin, yield, then futex. */
+static void shm_wait_events(rc_comm_t *comm, uint32_t seen, double max_s) {
+    struct rc_shm *s = comm->shm;
+    shm_rankinfo_t *ri = &s->info[comm->rank];
+    for (uint32_t i = 0; i < s->spin; i++) {
+        if (atomic_load_explicit(&ri->bell, memory_order_acquire) != seen) return;
+        cpu_relax();
+    }
+    for (uint32_t i = 0; i < s->yields; i++) {
+        if (atomic_load_explicit(&ri->bell, memory_order_acquire) != seen) return;
+        sched_yield();
+    }
+    long ns = max_s >= 0.002 ? 2000000L : (long)(max_s * 1e9);
+    if (ns <= 0) return;
+    atomic_store_explicit(&ri->bell_waiters, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&ri->bell, memory_order_seq_cst) == seen) futex_wait(&ri->bell, seen, ns);
+    atomic_store_explicit(&ri->bell_waiters, 0, memory_order_relaxed);
 }
 
 static void shm_publish(rc_comm_t *comm) {
@@ -403,14 +480,17 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         comm->tree_max = h->tree_max;
         comm->stream_min = h->stream_min;
     }
-    s->tx = calloc((size_t)p, sizeof *s->tx);
-    s->rx = calloc((size_t)p, sizeof *s->rx);
+    s->tx = calloc((size_t)RC_NLANES * p, sizeof *s->tx);
+    s->rx = calloc((size_t)RC_NLANES * p, sizeof *s->rx);
     if (!s->tx || !s->rx) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
-    for (int q = 0; q < p; q++) {
-        s->tx[q].ch = shm_chan(s, comm->rank, q);
-        s->tx[q].slots = (char *)s->tx[q].ch + sizeof(shm_chan_t);
-        s->rx[q].ch = shm_chan(s, q, comm->rank);
-        s->rx[q].slots = (char *)s->rx[q].ch + sizeof(shm_chan_t);
+    for (int lane = 0; lane < RC_NLANES; lane++) {
+        for (int q = 0; q < p; q++) {
+            shm_end_t *tx = &s->tx[lane * p + q], *rx = &s->rx[lane * p + q];
+            tx->ch = shm_chan(s, lane, comm->rank, q);
+            tx->slots = (char *)tx->ch + sizeof(shm_chan_t);
+            rx->ch = shm_chan(s, lane, q, comm->rank);
+            rx->slots = (char *)rx->ch + sizeof(shm_chan_t);
+        }
     }
     atomic_store(&s->info[comm->rank].pid, (int32_t)getpid());
     uint32_t n = atomic_fetch_add(&s->hdr->attached, 1) + 1;
@@ -463,6 +543,10 @@ const rc_transport_ops_t rc_transport_shm = {
     .send_commit = shm_send_commit,
     .recv_acquire = shm_recv_acquire,
     .recv_release = shm_recv_release,
+    .events = shm_events,
+    .wait_events = shm_wait_events,
+    .kick = shm_kick,
+    .health = shm_health,
     .publish = shm_publish,
     .abort = shm_abort,
     .close = shm_close,

@@ -33,14 +33,27 @@ typedef struct rc_transport_ops {
     rc_status_t (*create)(rc_comm_t *comm);
     /* Phase 2: every rank's address, in rank order. */
     rc_status_t (*connect)(rc_comm_t *comm, const rc_addr_t *addrs);
-    /* Data path.  send_acquire lends a buffer of chunk_bytes for the next
-     * message to `peer`; send_commit posts it with its descriptor.
-     * recv_acquire lends the next message from `peer`; recv_release returns
-     * its slot. */
-    rc_status_t (*send_acquire)(rc_comm_t *comm, int peer, void **buf);
-    rc_status_t (*send_commit)(rc_comm_t *comm, int peer, const rc_desc_t *d);
-    rc_status_t (*recv_acquire)(rc_comm_t *comm, int peer, const void **buf, rc_desc_t *d);
-    void (*recv_release)(rc_comm_t *comm, int peer);
+    /* Data path, on one of RC_NLANES independent FIFO lanes per rank pair
+     * (collectives and point-to-point never share a FIFO).  send_acquire
+     * lends a buffer of chunk_bytes for the next message to `peer`;
+     * send_commit posts it with its descriptor.  recv_acquire lends the next
+     * message from `peer` (calling it again before recv_release lends the
+     * same message); recv_release returns its slot.  With wait == 0 the
+     * acquires return RC_INPROGRESS instead of waiting. */
+    rc_status_t (*send_acquire)(rc_comm_t *comm, int lane, int peer, void **buf, int wait);
+    rc_status_t (*send_commit)(rc_comm_t *comm, int lane, int peer, const rc_desc_t *d);
+    rc_status_t (*recv_acquire)(rc_comm_t *comm, int lane, int peer, const void **buf,
+                                rc_desc_t *d, int wait);
+    void (*recv_release)(rc_comm_t *comm, int lane, int peer);
+    /* Events for the point-to-point engine: a counter that moves whenever a
+     * p2p message arrives for this rank, a p2p slot it sent is freed, or a
+     * local thread kicks it; wait_events sleeps (backing off) until it moves
+     * or max_s passes.  health checks the abort record and the peers'
+     * liveness (`doing` names what this rank waits for, for the message). */
+    uint32_t (*events)(rc_comm_t *comm);
+    void (*wait_events)(rc_comm_t *comm, uint32_t seen, double max_s);
+    void (*kick)(rc_comm_t *comm);
+    rc_status_t (*health)(rc_comm_t *comm, const char *doing);
     /* Publish the collective this rank is in (comm->cur.desc) so that a
      * waiting peer can tell a mismatch from a slow rank. */
     void (*publish)(rc_comm_t *comm);
@@ -48,6 +61,10 @@ typedef struct rc_transport_ops {
     void (*abort)(rc_comm_t *comm, rc_status_t st, const char *msg);
     void (*close)(rc_comm_t *comm);
 } rc_transport_ops_t;
+
+#define RC_LANE_COLL 0
+#define RC_LANE_P2P 1
+#define RC_NLANES 2
 
 extern const rc_transport_ops_t rc_transport_shm;
 

@@ -55,14 +55,29 @@ class ReduceOp(str, enum.Enum):
 cdef dict _OPS = {"sum": lib.RC_SUM, "prod": lib.RC_PROD, "min": lib.RC_MIN, "max": lib.RC_MAX,
                   "avg": lib.RC_AVG, "band": lib.RC_BAND, "bor": lib.RC_BOR,
                   "bxor": lib.RC_BXOR}
-cdef dict _ALGOS = {"auto": lib.RC_ALGO_AUTO, "ring": lib.RC_ALGO_RING,
-                    "tree": lib.RC_ALGO_TREE, "direct": lib.RC_ALGO_DIRECT,
-                    "binomial": lib.RC_ALGO_BINOMIAL}
+cdef dict _ALGOS = {lib.rc_algo_name(<lib.rc_algo_t>a).decode(): a
+                    for a in range(lib.RC_NUM_ALGOS)}
+
+cdef dict _COLLS = {lib.rc_coll_name(c).decode(): c
+                    for c in range(lib.RC_COLL_ALLREDUCE, lib.RC_COLL_SEND)}
+
+ANY_SOURCE = lib.RC_ANY_SOURCE
 
 
-def algorithms():
-    """Names of the all-reduce algorithms (besides "auto")."""
-    return [a for a in _ALGOS if a != "auto"]
+def algorithms(collective="allreduce"):
+    """Names of the algorithms `collective` has (besides "auto"), e.g.
+    ``algorithms("broadcast")``."""
+    if collective not in _COLLS:
+        raise ValueError("collective: expected one of %s, got %r"
+                         % (", ".join(_COLLS), collective))
+    cdef int i = 0
+    names = []
+    cdef const char *n = lib.rc_coll_algo_name(<lib.rc_coll_t>_COLLS[collective], 0)
+    while n != NULL:
+        names.append(n.decode())
+        i += 1
+        n = lib.rc_coll_algo_name(<lib.rc_coll_t>_COLLS[collective], i)
+    return names
 
 
 def reduce_isa():
@@ -263,6 +278,8 @@ cdef class Communicator:
     cdef readonly int rank
     cdef readonly int size
     cdef object _closed_reason
+    cdef public object _timeout
+    cdef public int _nsplit
 
     def __cinit__(self):
         self.c = NULL
@@ -286,6 +303,7 @@ cdef class Communicator:
             _check(lib.rc_comm_create(rank, size, ctok, t, &self.c))
         self.rank = rank
         self.size = size
+        self._timeout = timeout
         return self
 
     def _address(self):
@@ -317,50 +335,264 @@ cdef class Communicator:
         """Bytes per pipeline chunk (shared-memory slot) on this communicator."""
         return lib.rc_comm_chunk_bytes(self._ptr())
 
-    def select_algorithm(self, uint64_t count, dtype="float32"):
-        """The algorithm "auto" picks for an all-reduce of `count` elements."""
+    def select_algorithm(self, uint64_t count, dtype="float32", collective="allreduce"):
+        """The algorithm "auto" picks for `collective` of `count` elements
+        (per-rank block for the gather/scatter family)."""
         cdef dict names = {lib.rc_dtype_name(<lib.rc_dtype_t>i).decode(): i
                            for i in range(lib.RC_NUM_DTYPES)}
         if dtype not in names:
             raise ValueError("dtype: expected one of %s, got %r" % (", ".join(names), dtype))
-        return lib.rc_algo_name(lib.rc_allreduce_select(self._ptr(), count,
-                                                        <lib.rc_dtype_t>names[dtype])).decode()
+        if collective not in _COLLS:
+            raise ValueError("collective: expected one of %s, got %r"
+                             % (", ".join(_COLLS), collective))
+        return lib.rc_algo_name(lib.rc_select(self._ptr(), <lib.rc_coll_t>_COLLS[collective],
+                                              count, <lib.rc_dtype_t>names[dtype])).decode()
 
-    def allreduce(self, buf, out=None, op="sum", algorithm="auto"):
+    cdef object _result(self, lib.rc_request_t *req, tuple keep, object result):
+        """The call's return value: `result`, or a Request when posted."""
+        if req == NULL:
+            return result
+        cdef Request r = Request.__new__(Request)
+        r.r = req
+        r.keep = keep
+        r.result = result
+        r.comm = self
+        return r
+
+    cdef _Buf _like(self, object obj, str name, _Buf ref, uint64_t count, bint writable):
+        """A buffer that must have ref's dtype and `count` elements."""
+        cdef _Buf b = _get_buf(obj, name, writable)
+        if b.dt != ref.dt:
+            raise ValueError("%s: expected dtype %s, got %s" % (name, _dtname(ref.dt),
+                                                                _dtname(b.dt)))
+        if b.count != count:
+            raise ValueError("%s: expected %d elements, got %d" % (name, count, b.count))
+        return b
+
+    cdef int _root(self, int root, str name="root") except -1:
+        if root < 0 or root >= self.size:
+            raise ValueError("%s: expected a rank in [0, %d), got %d" % (name, self.size, root))
+        return 0
+
+    def allreduce(self, buf, out=None, op="sum", algorithm="auto", bint async_op=False):
         """Reduce `buf` over all ranks; the result lands in `out`, or in `buf`
-        when `out` is None (in place).  Returns the result buffer."""
+        when `out` is None (in place).  Returns the result buffer (a Request
+        when async_op)."""
         cdef lib.rc_comm_t *c = self._ptr()
         cdef lib.rc_op_t cop = _op(op)
         cdef lib.rc_algo_t calgo = _algo(algorithm)
         cdef _Buf bi = _get_buf(buf, "buf", out is None)
         cdef _Buf bo = bi
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
         if out is not None:
-            bo = _get_buf(out, "out", True)
-            if bo.dt != bi.dt:
-                raise ValueError("out: expected dtype %s like buf, got %s"
-                                 % (_dtname(bi.dt), _dtname(bo.dt)))
-            if bo.count != bi.count:
-                raise ValueError("out: expected %d elements like buf, got %d"
-                                 % (bi.count, bo.count))
+            bo = self._like(out, "out", bi, bi.count, True)
             if bo.ptr != bi.ptr and bi.count and _overlap(bi, bo):
                 raise ValueError("out: overlaps buf without being the same memory; pass "
                                  "out=None for in place or a separate buffer")
         _check_op(bi.dt, cop, op)
         with nogil:
-            _check(lib.rc_allreduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, calgo))
-        return buf if out is None else out
+            _check(lib.rc_allreduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, calgo, preq))
+        return self._result(req, (bi, bo), buf if out is None else out)
 
-    def barrier(self):
+    def broadcast(self, buf, int root=0, algorithm="auto", bint async_op=False):
+        """Copy `buf` of rank `root` into `buf` of every rank."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        self._root(root)
+        cdef _Buf b = _get_buf(buf, "buf", True)
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_broadcast(c, b.ptr, b.count, b.dt, root, calgo, preq))
+        return self._result(req, (b,), buf)
+
+    def reduce(self, buf, out=None, op="sum", int root=0, algorithm="auto",
+               bint async_op=False):
+        """Reduce `buf` over all ranks into `out` (or `buf` when out is None)
+        on rank `root`; other ranks' buffers are left unchanged."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_op_t cop = _op(op)
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        self._root(root)
+        cdef bint at_root = self.rank == root
+        cdef _Buf bi = _get_buf(buf, "buf", out is None and at_root)
+        cdef _Buf bo = bi
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        if out is not None:
+            bo = self._like(out, "out", bi, bi.count, True)
+            if bo.ptr != bi.ptr and bi.count and _overlap(bi, bo):
+                raise ValueError("out: overlaps buf without being the same memory")
+        _check_op(bi.dt, cop, op)
+        with nogil:
+            _check(lib.rc_reduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, root, calgo, preq))
+        return self._result(req, (bi, bo), buf if out is None else out)
+
+    def allgather(self, sendbuf, recvbuf, algorithm="auto", bint async_op=False):
+        """recvbuf (size x len(sendbuf) elements) receives every rank's
+        sendbuf in rank order.  In place when sendbuf is recvbuf's block
+        `rank`."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
+        cdef _Buf br = self._like(recvbuf, "recvbuf", bs, bs.count * self.size, True)
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_allgather(c, bs.ptr, br.ptr, bs.count, bs.dt, calgo, preq))
+        return self._result(req, (bs, br), recvbuf)
+
+    def reduce_scatter(self, sendbuf, recvbuf, op="sum", algorithm="auto",
+                       bint async_op=False):
+        """Reduce sendbuf (size x len(recvbuf) elements) over all ranks; rank
+        r receives block r of the result in recvbuf."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_op_t cop = _op(op)
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef _Buf br = _get_buf(recvbuf, "recvbuf", True)
+        cdef _Buf bs = self._like(sendbuf, "sendbuf", br, br.count * self.size, False)
+        _check_op(bs.dt, cop, op)
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_reduce_scatter(c, bs.ptr, br.ptr, br.count, br.dt, cop, calgo, preq))
+        return self._result(req, (bs, br), recvbuf)
+
+    def alltoall(self, sendbuf, recvbuf, algorithm="auto", bint async_op=False):
+        """Block j of sendbuf goes to rank j; block i of recvbuf comes from
+        rank i (both size x block elements)."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
+        if bs.count % self.size:
+            raise ValueError("sendbuf: expected a multiple of size=%d elements, got %d"
+                             % (self.size, bs.count))
+        cdef _Buf br = self._like(recvbuf, "recvbuf", bs, bs.count, True)
+        cdef uint64_t blk = bs.count // self.size
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_alltoall(c, bs.ptr, br.ptr, blk, bs.dt, calgo, preq))
+        return self._result(req, (bs, br), recvbuf)
+
+    def gather(self, sendbuf, recvbuf=None, int root=0, algorithm="auto", bint async_op=False):
+        """recvbuf (size x len(sendbuf) elements, on `root` only) receives
+        every rank's sendbuf in rank order."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        self._root(root)
+        cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
+        cdef _Buf br = None
+        cdef void *rp = NULL
+        if self.rank == root:
+            if recvbuf is None:
+                raise TypeError("recvbuf: the root needs a buffer of %d elements, got None"
+                                % (bs.count * self.size))
+            br = self._like(recvbuf, "recvbuf", bs, bs.count * self.size, True)
+            rp = br.ptr
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_gather(c, bs.ptr, rp, bs.count, bs.dt, root, calgo, preq))
+        return self._result(req, (bs, br), recvbuf)
+
+    def scatter(self, sendbuf, recvbuf, int root=0, algorithm="auto", bint async_op=False):
+        """Block i of sendbuf (size x len(recvbuf) elements, on `root` only)
+        goes to rank i's recvbuf."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        self._root(root)
+        cdef _Buf br = _get_buf(recvbuf, "recvbuf", True)
+        cdef _Buf bs = None
+        cdef const void *sp = NULL
+        if self.rank == root:
+            if sendbuf is None:
+                raise TypeError("sendbuf: the root needs a buffer of %d elements, got None"
+                                % (br.count * self.size))
+            bs = self._like(sendbuf, "sendbuf", br, br.count * self.size, False)
+            sp = bs.ptr
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
+        with nogil:
+            _check(lib.rc_scatter(c, sp, br.ptr, br.count, br.dt, root, calgo, preq))
+        return self._result(req, (bs, br), recvbuf)
+
+    def barrier(self, bint async_op=False):
         """Return once every rank has entered the barrier."""
         cdef lib.rc_comm_t *c = self._ptr()
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
-            _check(lib.rc_barrier(c))
+            _check(lib.rc_barrier(c, preq))
+        return self._result(req, (), None)
+
+    cdef int _peer(self, int peer, str name, bint any_ok) except -1:
+        if (peer < 0 or peer >= self.size) and not (any_ok and peer == lib.RC_ANY_SOURCE):
+            raise ValueError("%s: expected a rank in [0, %d)%s, got %d"
+                             % (name, self.size, " or ANY_SOURCE" if any_ok else "", peer))
+        return 0
+
+    def send(self, buf, int dest, int tag=0):
+        """Send `buf` to rank `dest`; returns once the data is in the
+        transport (the receiver may not have it yet)."""
+        self.isend(buf, dest, tag, _blocking=True)
+
+    def isend(self, buf, int dest, int tag=0, _blocking=False):
+        """Post a send; returns a Request.  Do not modify buf until it completes."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        self._peer(dest, "dest", False)
+        if tag < 0:
+            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        cdef _Buf b = _get_buf(buf, "buf", False)
+        cdef lib.rc_request_t *req = NULL
+        cdef lib.rc_request_t **preq = NULL if _blocking else &req
+        with nogil:
+            _check(lib.rc_send(c, b.ptr, b.count, b.dt, dest, tag, preq))
+        return self._result(req, (b,), None)
+
+    def recv(self, buf, int source, int tag=0):
+        """Receive a message from `source` (or ANY_SOURCE) with `tag` into
+        `buf` (same count and dtype as sent); returns the sender's rank."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        self._peer(source, "source", True)
+        if tag < 0:
+            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        cdef _Buf b = _get_buf(buf, "buf", True)
+        cdef int src = -1
+        with nogil:
+            _check(lib.rc_recv(c, b.ptr, b.count, b.dt, source, tag, &src, NULL))
+        return src
+
+    def irecv(self, buf, int source, int tag=0):
+        """Post a receive; returns a Request (its .source is the sender once done)."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        self._peer(source, "source", True)
+        if tag < 0:
+            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        cdef _Buf b = _get_buf(buf, "buf", True)
+        cdef lib.rc_request_t *req = NULL
+        with nogil:
+            _check(lib.rc_recv(c, b.ptr, b.count, b.dt, source, tag, NULL, &req))
+        cdef Request r = self._result(req, (b,), buf)
+        r.is_recv = True
+        return r
+
+    def split(self, color, int key=0, timeout=None):
+        """A new communicator over the ranks that pass the same `color`
+        (ordered by key, then rank), as MPI_Comm_split; collective over this
+        communicator.  color None (or negative) joins none: returns None."""
+        from ringcomm.bootstrap import split
+        return split(self, color, key, timeout if timeout is not None else self._timeout)
 
     def close(self):
-        """Release the communicator (idempotent)."""
-        if self.c != NULL:
-            lib.rc_comm_destroy(self.c)
-            self.c = NULL
+        """Release the communicator (idempotent).  Requests still queued fail;
+        a call still running on it raises (and its peers with it)."""
+        cdef lib.rc_comm_t *c = self.c
+        self.c = NULL
+        if c != NULL:
+            with nogil:
+                lib.rc_comm_destroy(c)
 
     @property
     def closed(self):
@@ -376,3 +608,66 @@ cdef class Communicator:
     def __repr__(self):
         state = "closed" if self.c == NULL else "open"
         return "<ringcomm.Communicator rank %d of %d, %s>" % (self.rank, self.size, state)
+
+
+cdef class Request:
+    """An operation posted with async_op=True (or isend/irecv).
+
+    The buffers belong to the library until the request completes: do not
+    read or write them before wait() returns or test() returns True.
+    Operations on one communicator run in the order they were posted."""
+    cdef lib.rc_request_t *r
+    cdef object keep
+    cdef object result
+    cdef object comm
+    cdef bint is_recv
+
+    def __dealloc__(self):
+        cdef lib.rc_request_t *r = self.r
+        self.r = NULL
+        if r != NULL:
+            with nogil:
+                lib.rc_request_free(r)   # waits first if still running
+
+    def wait(self, timeout=None):
+        """Wait for completion; returns what the blocking call returns (the
+        result buffer; the sender's rank for irecv).  Raises TimeoutError when
+        `timeout` seconds pass first (the request stays valid) and
+        RingcommError when the operation failed."""
+        cdef double t = -1.0
+        cdef lib.rc_status_t st
+        if timeout is not None:
+            _check_timeout(timeout)
+            t = float(timeout)
+        with nogil:
+            st = lib.rc_request_wait(self.r, t)
+        if st != lib.RC_OK:
+            if st == lib.RC_ERR_TIMEOUT and not self.done:
+                raise TimeoutError(lib.rc_last_error().decode("utf-8", "replace"))
+            _raise(st)
+        return self._value()
+
+    cdef object _value(self):
+        if self.is_recv:
+            return lib.rc_request_source(self.r)
+        return self.result
+
+    def test(self):
+        """True once complete (raises RingcommError if the operation failed)."""
+        cdef int done = 0
+        _check(lib.rc_request_test(self.r, &done))
+        return bool(done)
+
+    @property
+    def done(self):
+        cdef int d = 0
+        lib.rc_request_test(self.r, &d)
+        return bool(d)
+
+    @property
+    def source(self):
+        """The sender's rank of a completed irecv (-1 before)."""
+        return lib.rc_request_source(self.r)
+
+    def __repr__(self):
+        return "<ringcomm.Request %s>" % ("done" if self.done else "pending")

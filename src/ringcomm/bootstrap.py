@@ -109,3 +109,63 @@ def init(timeout=None):
                               timeout=timedelta(seconds=timeout or 300))
         return from_store(store, rank, size, timeout=timeout)
     return _connect(0, 1, secrets.token_hex(12), timeout, lambda e: [e], lambda o: [o])
+
+
+# Tags from 2**30 up are ringcomm's own (split's address exchange).
+_SPLIT_TAG = 1 << 30
+
+
+def split(parent, color, key=0, timeout=None):
+    """MPI_Comm_split over a ringcomm communicator: ranks passing the same
+    color form a new communicator, ordered by (key, parent rank), with its
+    own shared-memory resources.  Collective over `parent`; color None (or
+    negative) joins none and returns None.  The members exchange their
+    address blobs with tagged point-to-point messages over `parent`, so
+    groups do not wait for each other."""
+    import pickle
+
+    import numpy as np
+    if color is not None and not isinstance(color, (int, np.integer)):
+        raise TypeError("color: expected an int or None, got %r" % (color,))
+    if not isinstance(key, (int, np.integer)):
+        raise TypeError("key: expected an int, got %r" % (key,))
+    _core._check_timeout(timeout)
+    c = -1 if color is None or color < 0 else int(color)
+    pairs = np.empty(2 * parent.size, np.int64)
+    parent.allgather(np.array([c, key], np.int64), pairs)
+    parent._nsplit = getattr(parent, "_nsplit", 0) + 1
+    if c < 0:
+        return None
+    pairs = pairs.reshape(-1, 2)
+    members = [r for _, r in sorted((int(pairs[r, 1]), r) for r in range(parent.size)
+                                    if pairs[r, 0] == c)]
+    me = parent.rank
+    rounds = [0]
+    base = _SPLIT_TAG + (parent._nsplit % (1 << 20)) * 4
+
+    def allgather(obj):
+        tag = base + rounds[0]
+        rounds[0] += 1
+        data = np.frombuffer(pickle.dumps(obj), np.uint8)
+        length = np.array([data.size], np.int64)
+        sends = []
+        for m in members:
+            if m != me:
+                sends.append(parent.isend(length, m, tag))
+                sends.append(parent.isend(data, m, tag))
+        out = []
+        for m in members:
+            if m == me:
+                out.append(obj)
+                continue
+            n = np.empty(1, np.int64)
+            parent.recv(n, m, tag)
+            buf = np.empty(int(n[0]), np.uint8)
+            parent.recv(buf, m, tag)
+            out.append(pickle.loads(buf.tobytes()))
+        for s in sends:
+            s.wait()
+        return out
+
+    token = allgather(secrets.token_hex(12))[0]
+    return _connect(members.index(me), len(members), token, timeout, allgather, allgather)

@@ -43,9 +43,33 @@ cdef extern from "ringcomm.h" nogil:
         RC_ALGO_TREE
         RC_ALGO_DIRECT
         RC_ALGO_BINOMIAL
+        RC_ALGO_CHAIN
+        RC_ALGO_SCATTER_ALLGATHER
+        RC_ALGO_RS_GATHER
+        RC_ALGO_PAIRWISE
         RC_NUM_ALGOS
 
+    ctypedef enum rc_coll_t:
+        RC_COLL_NONE
+        RC_COLL_ALLREDUCE
+        RC_COLL_BARRIER
+        RC_COLL_BROADCAST
+        RC_COLL_REDUCE
+        RC_COLL_ALLGATHER
+        RC_COLL_REDUCE_SCATTER
+        RC_COLL_ALLTOALL
+        RC_COLL_GATHER
+        RC_COLL_SCATTER
+        RC_COLL_SEND
+        RC_COLL_RECV
+        RC_NUM_COLLS
+
+    int RC_ANY_SOURCE
+
     ctypedef struct rc_comm_t:
+        pass
+
+    ctypedef struct rc_request_t:
         pass
 
     int RC_ADDRESS_BYTES
@@ -76,6 +100,36 @@ cdef extern from "ringcomm.h" nogil:
     size_t rc_comm_chunk_bytes(const rc_comm_t *comm)
 
     rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
-                             uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo)
-    rc_status_t rc_barrier(rc_comm_t *comm)
+                             uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
+                             rc_request_t **req)
+    rc_status_t rc_broadcast(rc_comm_t *comm, void *buf, uint64_t count, rc_dtype_t dt,
+                             int root, rc_algo_t algo, rc_request_t **req)
+    rc_status_t rc_reduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                          rc_dtype_t dt, rc_op_t op, int root, rc_algo_t algo,
+                          rc_request_t **req)
+    rc_status_t rc_allgather(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
+                             uint64_t count, rc_dtype_t dt, rc_algo_t algo, rc_request_t **req)
+    rc_status_t rc_reduce_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                  uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
+                                  rc_request_t **req)
+    rc_status_t rc_alltoall(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                            rc_dtype_t dt, rc_algo_t algo, rc_request_t **req)
+    rc_status_t rc_gather(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                          rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req)
+    rc_status_t rc_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
+                           rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req)
+    rc_status_t rc_barrier(rc_comm_t *comm, rc_request_t **req)
+    rc_status_t rc_send(rc_comm_t *comm, const void *buf, uint64_t count, rc_dtype_t dt,
+                        int dest, int tag, rc_request_t **req)
+    rc_status_t rc_recv(rc_comm_t *comm, void *buf, uint64_t count, rc_dtype_t dt,
+                        int source, int tag, int *status_source, rc_request_t **req)
+
+    rc_status_t rc_request_test(rc_request_t *req, int *done)
+    rc_status_t rc_request_wait(rc_request_t *req, double timeout_s)
+    int rc_request_source(const rc_request_t *req)
+    void rc_request_free(rc_request_t *req)
+
     rc_algo_t rc_allreduce_select(const rc_comm_t *comm, uint64_t count, rc_dtype_t dt)
+    rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dtype_t dt)
+    const char *rc_coll_algo_name(rc_coll_t coll, int i)
+    const char *rc_coll_name(int coll)

@@ -1,0 +1,7 @@
+/* broadcast_scatter_allgather.c - placeholder until the algorithm lands: declines every call. */
+#include "algo.h"
+
+rc_status_t rc_broadcast_scatter_allgather(rc_comm_t *c, const rc_task_t *t) {
+    (void)t;
+    return rc_set_error(RC_ERR_NOT_SUPPORTED, "rank %d: broadcast_scatter_allgather is not implemented yet", c->rank);
+}

@@ -1,0 +1,388 @@
+/* p2p.c - point-to-point: tagged messages streamed in chunks over the
+ * transport's point-to-point lane (RC_LANE_P2P), so a large message overlaps
+ * the sender's copy-in with the receiver's copy-out.
+ *
+ * Wire format: a message of `count` elements is ceil(bytes / chunk_bytes)
+ * chunks (one empty chunk for an empty message), each carrying the
+ * descriptor {seq = message number on this (sender, receiver) stream,
+ * coll = send, dtype, count, root = tag, bytes = this chunk's payload}.
+ * Chunks of one message are consecutive on the stream: a sender streams one
+ * message per destination at a time, in post order.
+ *
+ * Matching (MPI's rules): a message matches the earliest posted receive whose
+ * source (or RC_ANY_SOURCE) and tag fit; messages from one sender with one tag
+ * arrive in the order they were sent.  A message nobody has posted for yet
+ * stays in the channel (back-pressure), unless a posted receive from that
+ * sender waits behind it: then it is drained into an "unexpected" buffer so
+ * that the later message can be reached.  A receive first looks at the
+ * unexpected messages (arrival order), then at the channels.  A matching
+ * message whose count or dtype differ from the receive is a mismatch: both
+ * calls are named and the communicator fails on every rank.
+ *
+ * Nothing here waits: progress.c's executor calls rc_p2p_progress between
+ * (and, through the transport's waits, during) the collectives. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "p2p.h"
+#include "transport/transport.h"
+
+typedef struct unexp {
+    int src, tag;
+    rc_dtype_t dtype;
+    uint64_t count, bytes, off;
+    int done;
+    char *buf;
+    struct unexp *next;
+} unexp_t;
+
+typedef struct {
+    rc_request_t *req; /* the receive this message streams into, or */
+    unexp_t *ux;       /* the unexpected buffer it streams into */
+    uint64_t bytes, off;
+} rx_cur_t;
+
+struct rc_p2p {
+    rc_request_t **sendq, **sendq_tail; /* [dest]: sends in post order */
+    uint32_t *tx_msg;                   /* [dest]: next message number */
+    uint32_t *rx_msg;                   /* [source]: next message number expected */
+    rx_cur_t *rx;                       /* [source]: the message being received */
+    rc_request_t *posted, *posted_tail; /* receives not matched yet, post order */
+    unexp_t *ux, *ux_tail;              /* unexpected messages, arrival order */
+};
+
+rc_status_t rc_p2p_init(rc_comm_t *comm) {
+    size_t p = (size_t)comm->size;
+    struct rc_p2p *e = calloc(1, sizeof *e);
+    if (e) {
+        e->sendq = calloc(p, sizeof *e->sendq);
+        e->sendq_tail = calloc(p, sizeof *e->sendq_tail);
+        e->tx_msg = calloc(p, sizeof *e->tx_msg);
+        e->rx_msg = calloc(p, sizeof *e->rx_msg);
+        e->rx = calloc(p, sizeof *e->rx);
+    }
+    comm->p2p = e;
+    if (!e || !e->sendq || !e->sendq_tail || !e->tx_msg || !e->rx_msg || !e->rx)
+        return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    return RC_OK;
+}
+
+static void free_unexp(struct rc_p2p *e) {
+    while (e->ux) {
+        unexp_t *u = e->ux;
+        e->ux = u->next;
+        free(u->buf);
+        free(u);
+    }
+    e->ux_tail = NULL;
+}
+
+void rc_p2p_free(rc_comm_t *comm) {
+    struct rc_p2p *e = comm->p2p;
+    if (!e) return;
+    free_unexp(e);
+    free(e->sendq);
+    free(e->sendq_tail);
+    free(e->tx_msg);
+    free(e->rx_msg);
+    free(e->rx);
+    free(e);
+    comm->p2p = NULL;
+}
+
+static void finish(rc_comm_t *comm, rc_request_t *r, rc_status_t st) {
+    comm->p2p_active--;
+    rc_req_complete(comm, r, st);
+}
+
+void rc_p2p_fail_all(rc_comm_t *comm, rc_status_t st) {
+    struct rc_p2p *e = comm->p2p;
+    if (!e) return;
+    for (int q = 0; q < comm->size; q++) {
+        while (e->sendq[q]) {
+            rc_request_t *r = e->sendq[q];
+            e->sendq[q] = r->next;
+            finish(comm, r, st);
+        }
+        e->sendq_tail[q] = NULL;
+        if (e->rx[q].req) finish(comm, e->rx[q].req, st);
+        memset(&e->rx[q], 0, sizeof e->rx[q]);
+    }
+    while (e->posted) {
+        rc_request_t *r = e->posted;
+        e->posted = r->next;
+        finish(comm, r, st);
+    }
+    e->posted_tail = NULL;
+    free_unexp(e);
+}
+
+/* The communicator failed: every pending operation fails with it. */
+static int fail(rc_comm_t *comm, rc_status_t st) {
+    char msg[sizeof comm->broken_msg];
+    snprintf(msg, sizeof msg, "%s", rc_last_error());
+    rc_p2p_fail_all(comm, st);
+    rc_set_error(st, "%s", msg);
+    return (int)st;
+}
+
+static void describe_req(const rc_request_t *r, char *buf, size_t len) {
+    const rc_task_t *t = &r->task;
+    char src[24];
+    if (t->root == RC_ANY_SOURCE) snprintf(src, sizeof src, "any rank");
+    else snprintf(src, sizeof src, "rank %d", t->root);
+    snprintf(buf, len, "%s %s %s (tag %d, count=%llu, %s)", rc_coll_name(t->coll),
+             t->coll == RC_COLL_SEND ? "to" : "from", src, t->tag,
+             (unsigned long long)t->count, rc_dtype_name(t->dtype));
+}
+
+void rc_p2p_describe(rc_comm_t *comm, char *buf, size_t len) {
+    struct rc_p2p *e = comm->p2p;
+    snprintf(buf, len, "no send or receive");
+    if (!e) return;
+    for (int q = 0; q < comm->size; q++) {
+        if (e->rx[q].req) return describe_req(e->rx[q].req, buf, len);
+        if (e->sendq[q]) return describe_req(e->sendq[q], buf, len);
+    }
+    if (e->posted) describe_req(e->posted, buf, len);
+}
+
+static inline void copy(rc_comm_t *comm, void *dst, const void *src, uint64_t n, uint64_t total) {
+    if (!n) return;
+    if (total >= comm->stream_min) rc_copy_stream(dst, src, n);
+    else memcpy(dst, src, n);
+}
+
+/* ---- sends ---- */
+
+static int progress_send(rc_comm_t *comm, int dest) {
+    struct rc_p2p *e = comm->p2p;
+    int moved = 0;
+    for (rc_request_t *r; (r = e->sendq[dest]) != NULL;) {
+        while (r->off < r->bytes || r->chunks == 0) {
+            void *slot;
+            rc_status_t st = comm->tp->send_acquire(comm, RC_LANE_P2P, dest, &slot, 0);
+            if (st == RC_INPROGRESS) return moved;
+            if (st != RC_OK) return fail(comm, st);
+            uint64_t n = r->bytes - r->off;
+            if (n > comm->chunk_bytes) n = comm->chunk_bytes;
+            copy(comm, slot, (const char *)r->task.sendbuf + r->off, n, r->bytes);
+            rc_desc_t d;
+            memset(&d, 0, sizeof d);
+            d.seq = r->msg;
+            d.coll = RC_COLL_SEND;
+            d.dtype = (uint8_t)r->task.dtype;
+            d.count = r->task.count;
+            d.root = r->task.tag;
+            d.bytes = (uint32_t)n;
+            st = comm->tp->send_commit(comm, RC_LANE_P2P, dest, &d);
+            if (st != RC_OK) return fail(comm, st);
+            r->off += n;
+            r->chunks++;
+            moved++;
+        }
+        e->sendq[dest] = r->next;
+        if (!e->sendq[dest]) e->sendq_tail[dest] = NULL;
+        finish(comm, r, RC_OK);
+        moved++;
+    }
+    return moved;
+}
+
+/* ---- receives ---- */
+
+static int src_fits(const rc_request_t *r, int src) {
+    return r->task.root == src || r->task.root == RC_ANY_SOURCE;
+}
+
+/* A matched message must have the receive's count and dtype. */
+static rc_status_t check_match(rc_comm_t *comm, const rc_request_t *r, int src, uint64_t count,
+                               rc_dtype_t dt) {
+    if (count == r->task.count && dt == r->task.dtype) return RC_OK;
+    char mine[160];
+    describe_req(r, mine, sizeof mine);
+    return rc_comm_fail(comm, RC_ERR_MISMATCH,
+                        "point-to-point mismatch: rank %d posted %s but rank %d sent a message "
+                        "with tag %d, count=%llu, %s",
+                        comm->rank, mine, src, r->task.tag, (unsigned long long)count,
+                        rc_dtype_name(dt));
+}
+
+static int progress_recv(rc_comm_t *comm, int src) {
+    struct rc_p2p *e = comm->p2p;
+    rx_cur_t *cur = &e->rx[src];
+    int moved = 0;
+    for (;;) {
+        const void *in;
+        rc_desc_t d;
+        rc_status_t st = comm->tp->recv_acquire(comm, RC_LANE_P2P, src, &in, &d, 0);
+        if (st == RC_INPROGRESS) return moved;
+        if (st != RC_OK) return fail(comm, st);
+        if (d.coll != RC_COLL_SEND || d.seq != e->rx_msg[src] || d.dtype >= RC_NUM_DTYPES)
+            return fail(comm, rc_comm_fail(comm, RC_ERR_INTERNAL,
+                                           "rank %d: corrupt point-to-point stream from rank %d "
+                                           "(message %u, expected %u)",
+                                           comm->rank, src, d.seq, e->rx_msg[src]));
+        if (!cur->req && !cur->ux) {
+            /* the first chunk of a new message: find its receive */
+            rc_request_t *prev = NULL, *r = e->posted;
+            while (r && !(src_fits(r, src) && r->task.tag == d.root)) {
+                prev = r;
+                r = r->next;
+            }
+            if (r) {
+                st = check_match(comm, r, src, d.count, (rc_dtype_t)d.dtype);
+                if (st != RC_OK) return fail(comm, st);
+                if (prev) prev->next = r->next;
+                else e->posted = r->next;
+                if (e->posted_tail == r) e->posted_tail = prev;
+                r->next = NULL;
+                r->source = src;
+                cur->req = r;
+                cur->bytes = r->bytes;
+            } else {
+                /* nobody wants it yet: leave it unless a receive waits behind it */
+                int blocked = 0;
+                for (r = e->posted; r && !blocked; r = r->next) blocked = src_fits(r, src);
+                if (!blocked) return moved;
+                unexp_t *u = calloc(1, sizeof *u);
+                uint64_t bytes = d.count * rc_dtype_size((rc_dtype_t)d.dtype);
+                if (u) u->buf = malloc(bytes ? bytes : 1);
+                if (!u || !u->buf) {
+                    free(u);
+                    return fail(comm, rc_comm_fail(comm, RC_ERR_NO_MEMORY,
+                                                   "rank %d: no memory to buffer a %llu-byte "
+                                                   "message from rank %d",
+                                                   comm->rank, (unsigned long long)bytes, src));
+                }
+                u->src = src;
+                u->tag = d.root;
+                u->dtype = (rc_dtype_t)d.dtype;
+                u->count = d.count;
+                u->bytes = bytes;
+                if (e->ux_tail) e->ux_tail->next = u;
+                else e->ux = u;
+                e->ux_tail = u;
+                cur->ux = u;
+                cur->bytes = bytes;
+            }
+            cur->off = 0;
+        }
+        uint64_t want = cur->bytes - cur->off;
+        if (want > comm->chunk_bytes) want = comm->chunk_bytes;
+        if (d.bytes != want || d.root != (cur->req ? cur->req->task.tag : cur->ux->tag)) {
+            comm->tp->recv_release(comm, RC_LANE_P2P, src);
+            return fail(comm, rc_comm_fail(comm, RC_ERR_INTERNAL,
+                                           "rank %d: corrupt point-to-point chunk from rank %d "
+                                           "(%u bytes, expected %llu)",
+                                           comm->rank, src, d.bytes, (unsigned long long)want));
+        }
+        char *dst = cur->req ? (char *)cur->req->task.recvbuf : cur->ux->buf;
+        copy(comm, dst + cur->off, in, want, cur->bytes);
+        comm->tp->recv_release(comm, RC_LANE_P2P, src);
+        cur->off += want;
+        moved++;
+        if (cur->off == cur->bytes) {
+            e->rx_msg[src]++;
+            if (cur->req) {
+                cur->req->off = cur->bytes;
+                finish(comm, cur->req, RC_OK);
+            } else {
+                cur->ux->off = cur->bytes;
+                cur->ux->done = 1;
+            }
+            memset(cur, 0, sizeof *cur);
+        } else if (cur->ux) {
+            cur->ux->off = cur->off;
+        }
+    }
+}
+
+/* ---- posting ---- */
+
+static rc_status_t post_recv(rc_comm_t *comm, rc_request_t *r) {
+    struct rc_p2p *e = comm->p2p;
+    unexp_t *prev = NULL, *u = e->ux;
+    while (u && !(src_fits(r, u->src) && u->tag == r->task.tag)) {
+        prev = u;
+        u = u->next;
+    }
+    if (!u) {
+        r->next = NULL;
+        if (e->posted_tail) e->posted_tail->next = r;
+        else e->posted = r;
+        e->posted_tail = r;
+        return RC_OK;
+    }
+    RC_CHECK(check_match(comm, r, u->src, u->count, u->dtype));
+    if (prev) prev->next = u->next;
+    else e->ux = u->next;
+    if (e->ux_tail == u) e->ux_tail = prev;
+    r->source = u->src;
+    if (u->off) memcpy(r->task.recvbuf, u->buf, u->off);
+    if (u->done) {
+        r->off = u->bytes;
+        finish(comm, r, RC_OK);
+    } else {
+        /* still streaming in: the rest goes straight to the receive */
+        rx_cur_t *cur = &e->rx[u->src];
+        cur->ux = NULL;
+        cur->req = r;
+    }
+    free(u->buf);
+    free(u);
+    return RC_OK;
+}
+
+rc_status_t rc_p2p_post(rc_comm_t *comm, rc_request_t *r) {
+    struct rc_p2p *e = comm->p2p;
+    if (comm->broken) {
+        rc_set_error(comm->broken, "%s: communicator failed earlier: %s",
+                     rc_coll_name(r->task.coll), comm->broken_msg);
+        rc_req_complete(comm, r, comm->broken);
+        return comm->broken;
+    }
+    r->bytes = r->task.count * rc_dtype_size(r->task.dtype);
+    r->off = 0;
+    r->chunks = 0;
+    r->next = NULL;
+    r->source = -1;
+    atomic_store_explicit(&r->state, RC_REQ_ACTIVE, memory_order_release);
+    comm->p2p_active++;
+    if (r->task.coll == RC_COLL_SEND) {
+        int q = r->task.root;
+        r->msg = e->tx_msg[q]++;
+        if (e->sendq_tail[q]) e->sendq_tail[q]->next = r;
+        else e->sendq[q] = r;
+        e->sendq_tail[q] = r;
+        return RC_OK;
+    }
+    rc_status_t st = post_recv(comm, r);
+    if (st != RC_OK) {
+        comm->p2p_active--;
+        fail(comm, st);
+        rc_req_complete(comm, r, st);
+    }
+    return st;
+}
+
+int rc_p2p_progress(rc_comm_t *comm) {
+    struct rc_p2p *e = comm->p2p;
+    int moved = 0;
+    if (!e) return 0;
+    for (int q = 0; q < comm->size; q++) {
+        int m = 0;
+        if (e->sendq[q]) {
+            m = progress_send(comm, q);
+            if (m < 0) return m;
+            moved += m;
+        }
+        if (e->rx[q].req || e->rx[q].ux || e->posted) {
+            m = progress_recv(comm, q);
+            if (m < 0) return m;
+            moved += m;
+        }
+    }
+    return moved;
+}
