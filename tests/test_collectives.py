@@ -82,6 +82,7 @@ def test_coll_many_chunks(run_mpi, nprocs):
     hundreds of pipeline chunks; every collective x dtype x op,
     algorithm/root/variant round robin."""
     run_mpi(nprocs, "coll_sweep.py", "--counts", "1000,4099", "--rotate",
+            "--expect-chunk-bytes", "256",
             env={"RINGCOMM_CHUNK_BYTES": "256"})
 
 
@@ -90,7 +91,7 @@ def test_coll_two_slots(run_mpi, nprocs):
     """RINGCOMM_NSLOTS=2 with 256-byte chunks: the two-slot ring wraps hundreds
     of times; every collective and algorithm x root, three dtypes."""
     run_mpi(nprocs, "coll_sweep.py", "--counts", "3001", "--dtypes", "float32,bfloat16,int8",
-            "--ops", "sum,max", "--variants", "np,torch-in,np-in",
+            "--ops", "sum,max", "--variants", "np,torch-in,np-in", "--expect-chunk-bytes", "256",
             env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2"})
 
 
