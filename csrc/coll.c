@@ -256,8 +256,29 @@ static rc_status_t check_coll(rc_comm_t *comm, rc_task_t *t) {
         if (!(cond)) return rc_set_error(RC_ERR_INVALID_ARG, __VA_ARGS__); \
     } while (0)
 
+/* RINGCOMM_CHECK_NAN=1: the data this rank contributes must be finite.  The
+ * rank raises before communicating and fails the communicator, so that its
+ * peers raise too instead of waiting for it. */
+static rc_status_t check_finite(rc_comm_t *comm, const rc_task_t *t) {
+    const void *in = t->sendbuf;
+    uint64_t n = t->count;
+    const rc_coll_info_t *ci = (unsigned)t->coll < RC_NUM_COLLS ? &coll_info[t->coll] : NULL;
+    if (!comm->check_nan || !comm->connected || comm->broken || !in) return RC_OK;
+    if (t->coll == RC_COLL_BROADCAST && comm->rank != t->root) return RC_OK;
+    if (ci && ci->blocks && (t->coll == RC_COLL_REDUCE_SCATTER || t->coll == RC_COLL_ALLTOALL ||
+                             t->coll == RC_COLL_SCATTER))
+        n *= (uint64_t)comm->size;
+    size_t i = rc_find_nonfinite(in, (size_t)n, t->dtype);
+    if (i == (size_t)n) return RC_OK;
+    return rc_comm_fail(comm, RC_ERR_INVALID_ARG,
+                        "%s on rank %d: the input holds NaN or inf at element %zu (%s); "
+                        "RINGCOMM_CHECK_NAN=1 refuses it before communicating",
+                        rc_coll_name(t->coll), comm->rank, i, rc_dtype_name(t->dtype));
+}
+
 static rc_status_t post(rc_comm_t *comm, rc_task_t *t, rc_request_t **req) {
     RC_CHECK(check_coll(comm, t));
+    RC_CHECK(check_finite(comm, t));
     return rc_submit(comm, t, req, NULL);
 }
 
@@ -292,22 +313,27 @@ rc_status_t rc_reduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint6
     return post(comm, &t, req);
 }
 
-/* The family whose big buffer holds size blocks of `count` elements. */
-static rc_status_t post_blocks(rc_comm_t *comm, rc_task_t *t, rc_request_t **req, int big_send,
-                               int big_recv, int in_place_ok) {
+/* The family whose big buffer holds size blocks of `count` elements.
+ * sblocks / rblocks: blocks in sendbuf / recvbuf (1, size, or 0 when this
+ * rank does not use the buffer, as gather's recvbuf off the root). */
+static rc_status_t post_blocks(rc_comm_t *comm, rc_task_t *t, rc_request_t **req,
+                               uint64_t sblocks, uint64_t rblocks, int in_place_ok) {
     const char *name = rc_coll_name(t->coll);
     if (!comm) return rc_set_error(RC_ERR_INVALID_ARG, "%s: comm is NULL", name);
-    uint64_t blk = t->count * rc_dtype_size(t->dtype), p = (uint64_t)comm->size;
-    uint64_t ns = big_send ? blk * p : blk, nr = big_recv ? blk * p : blk;
-    NEED(!t->count || !ns || t->sendbuf, "%s: NULL sendbuf with count %llu", name,
+    uint64_t blk = t->count * rc_dtype_size(t->dtype);
+    uint64_t ns = blk * sblocks, nr = blk * rblocks;
+    if (!sblocks) t->sendbuf = NULL;
+    if (!rblocks) t->recvbuf = NULL;
+    NEED(!ns || t->sendbuf, "%s: NULL sendbuf with count %llu", name,
          (unsigned long long)t->count);
-    NEED(!t->count || !nr || t->recvbuf, "%s: NULL recvbuf with count %llu", name,
+    NEED(!nr || t->recvbuf, "%s: NULL recvbuf with count %llu", name,
          (unsigned long long)t->count);
-    if (ns && nr && t->count) {
+    if (ns && nr) {
         /* in place: the small buffer is this rank's block of the big one */
+        int big_send = sblocks > rblocks;
         const char *big = big_send ? t->sendbuf : t->recvbuf;
         const void *small = big_send ? (const void *)t->recvbuf : t->sendbuf;
-        int in_place = in_place_ok && (big_send || big_recv) &&
+        int in_place = in_place_ok && sblocks != rblocks &&
                        small == (const void *)(big + (uint64_t)comm->rank * blk);
         NEED(in_place || !overlap(t->sendbuf, ns, t->recvbuf, nr),
              "%s: sendbuf and recvbuf overlap%s", name,
@@ -320,40 +346,35 @@ static rc_status_t post_blocks(rc_comm_t *comm, rc_task_t *t, rc_request_t **req
 rc_status_t rc_allgather(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
                          rc_dtype_t dt, rc_algo_t algo, rc_request_t **req) {
     rc_task_t t = {RC_COLL_ALLGATHER, sendbuf, recvbuf, count, dt, RC_SUM, algo, -1, 0};
-    return post_blocks(comm, &t, req, 0, 1, 1);
+    return post_blocks(comm, &t, req, 1, (uint64_t)(comm ? comm->size : 0), 1);
 }
 
 rc_status_t rc_reduce_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
                               uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
                               rc_request_t **req) {
     rc_task_t t = {RC_COLL_REDUCE_SCATTER, sendbuf, recvbuf, count, dt, op, algo, -1, 0};
-    return post_blocks(comm, &t, req, 1, 0, 1);
+    return post_blocks(comm, &t, req, (uint64_t)(comm ? comm->size : 0), 1, 1);
 }
 
 rc_status_t rc_alltoall(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
                         rc_dtype_t dt, rc_algo_t algo, rc_request_t **req) {
     rc_task_t t = {RC_COLL_ALLTOALL, sendbuf, recvbuf, count, dt, RC_SUM, algo, -1, 0};
-    return post_blocks(comm, &t, req, 1, 1, 0);
+    uint64_t p = comm ? (uint64_t)comm->size : 0;
+    return post_blocks(comm, &t, req, p, p, 0);
 }
 
 rc_status_t rc_gather(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
                       rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req) {
     rc_task_t t = {RC_COLL_GATHER, sendbuf, recvbuf, count, dt, RC_SUM, algo, root, 0};
-    if (comm && comm->rank != root) {
-        t.recvbuf = NULL;
-        return post_blocks(comm, &t, req, 0, 0, 0) ;
-    }
-    return post_blocks(comm, &t, req, 0, 1, 1);
+    int at_root = comm && comm->rank == root;
+    return post_blocks(comm, &t, req, 1, at_root ? (uint64_t)comm->size : 0, 1);
 }
 
 rc_status_t rc_scatter(rc_comm_t *comm, const void *sendbuf, void *recvbuf, uint64_t count,
                        rc_dtype_t dt, int root, rc_algo_t algo, rc_request_t **req) {
     rc_task_t t = {RC_COLL_SCATTER, sendbuf, recvbuf, count, dt, RC_SUM, algo, root, 0};
-    if (comm && comm->rank != root) {
-        t.sendbuf = NULL;
-        return post_blocks(comm, &t, req, 0, 0, 0);
-    }
-    return post_blocks(comm, &t, req, 1, 0, 1);
+    int at_root = comm && comm->rank == root;
+    return post_blocks(comm, &t, req, at_root ? (uint64_t)comm->size : 0, 1, 1);
 }
 
 rc_status_t rc_barrier(rc_comm_t *comm, rc_request_t **req) {
@@ -383,6 +404,7 @@ rc_status_t rc_send(rc_comm_t *comm, const void *buf, uint64_t count, rc_dtype_t
                     int tag, rc_request_t **req) {
     rc_task_t t = {RC_COLL_SEND, buf, NULL, count, dt, RC_SUM, RC_ALGO_DIRECT, dest, tag};
     RC_CHECK(check_p2p(comm, &t, 0));
+    RC_CHECK(check_finite(comm, &t));
     return rc_submit(comm, &t, req, NULL);
 }
 

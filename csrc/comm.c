@@ -91,6 +91,7 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
      * read-for-ownership of the output, no eviction of the slots. */
     c->stream_min = (uint64_t)rc_env_ll("RINGCOMM_STREAM_MIN", 8 << 20);
     c->nslots = (uint32_t)nslots;
+    c->check_nan = rc_env_ll("RINGCOMM_CHECK_NAN", 0) != 0;
     c->tp = rc_transports[0];
     rc_status_t st = c->tp->create(c);
     if (st != RC_OK) {

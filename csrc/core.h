@@ -128,6 +128,7 @@ struct rc_comm {
     uint64_t direct_max;           /* auto: direct up to this many bytes */
     uint64_t tree_max;             /* auto: tree up to this many bytes */
     uint64_t stream_min;           /* streaming stores for results from this many bytes */
+    int check_nan;                 /* RINGCOMM_CHECK_NAN: refuse NaN/inf inputs */
     uint32_t seq;                  /* next collective sequence number */
     int connected;
     _Atomic int busy;              /* a second thread in a call is an error */
@@ -155,6 +156,7 @@ struct rc_comm {
     struct rc_p2p *p2p;
     int p2p_active;                /* started point-to-point operations not yet done */
     double p2p_moved_at;           /* when point-to-point traffic last moved (deadline) */
+    int p2p_warned;                /* the half-timeout warning was printed since then */
 };
 
 /* progress.c */

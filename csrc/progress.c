@@ -67,6 +67,12 @@ static void kick(rc_comm_t *comm) {
 
 /* ---- the executor's work ---- */
 
+/* Point-to-point traffic moved: the deadline and the warning start over. */
+static void p2p_moved(rc_comm_t *comm, double now) {
+    comm->p2p_moved_at = now;
+    comm->p2p_warned = 0;
+}
+
 /* A failed communicator fails its pending sends and receives too. */
 static void fail_p2p_if_broken(rc_comm_t *comm) {
     if (comm->broken && comm->p2p_active) {
@@ -79,7 +85,7 @@ static void fail_p2p_if_broken(rc_comm_t *comm) {
 
 static void exec_task(rc_comm_t *comm, rc_request_t *r) {
     if (r->task.coll == RC_COLL_SEND || r->task.coll == RC_COLL_RECV) {
-        if (!comm->p2p_active) comm->p2p_moved_at = rc_now();
+        if (!comm->p2p_active) p2p_moved(comm, rc_now());
         rc_p2p_post(comm, r);
         return;
     }
@@ -98,7 +104,7 @@ static int p2p_round(rc_comm_t *comm, double *next_check) {
     if (moved < 0) return moved;
     double now = rc_now();
     if (moved > 0 || !comm->p2p_active) {
-        comm->p2p_moved_at = now;
+        p2p_moved(comm, now);
         return moved;
     }
     comm->tp->wait_events(comm, seen, 0.002);
@@ -112,6 +118,11 @@ static int p2p_round(rc_comm_t *comm, double *next_check) {
     if (st == RC_OK && atomic_load_explicit(&comm->stop, memory_order_relaxed))
         st = rc_comm_fail(comm, RC_ERR_INVALID_ARG, "rank %d: the communicator was closed %s",
                           comm->rank, what);
+    if (st == RC_OK && now - comm->p2p_moved_at > comm->timeout_s / 2 && !comm->p2p_warned) {
+        comm->p2p_warned = 1;
+        rc_log(RC_WARN, "rank %d has waited %.1f s %s and nothing moved; it fails at %.0f s "
+               "(RINGCOMM_TIMEOUT)", comm->rank, now - comm->p2p_moved_at, what, comm->timeout_s);
+    }
     if (st == RC_OK && now - comm->p2p_moved_at > comm->timeout_s)
         st = rc_comm_fail(comm, RC_ERR_TIMEOUT,
                           "timeout: rank %d waited %.1f s %s, and nothing moved "
@@ -190,7 +201,7 @@ static rc_status_t run_inline(rc_comm_t *comm, const rc_task_t *t, int *source) 
     r.task = *t;
     r.comm = comm;
     r.internal = 1;
-    if (!comm->p2p_active) comm->p2p_moved_at = rc_now();
+    if (!comm->p2p_active) p2p_moved(comm, rc_now());
     rc_status_t st = rc_p2p_post(comm, &r);
     double next_check = 0;
     while (st == RC_OK && atomic_load_explicit(&r.state, memory_order_acquire) != RC_REQ_DONE) {
@@ -270,7 +281,7 @@ rc_status_t rc_submit(rc_comm_t *comm, const rc_task_t *t, rc_request_t **req, i
             comm->executor = 1;
             pthread_mutex_unlock(&comm->qmu);
             exec_task(comm, r);
-            if (comm->p2p_active && rc_p2p_progress(comm) > 0) comm->p2p_moved_at = rc_now();
+            if (comm->p2p_active && rc_p2p_progress(comm) > 0) p2p_moved(comm, rc_now());
             pthread_mutex_lock(&comm->qmu);
             comm->executor = 0;
         } else {

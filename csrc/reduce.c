@@ -299,3 +299,38 @@ rc_status_t rc_scale_local(void *buf, size_t n, rc_dtype_t dt, double divisor)
     fn(buf, n, divisor);
     return RC_OK;
 }
+
+/* Index of the first NaN or infinity in buf, or n when there is none (and
+ * for non-floating types).  RINGCOMM_CHECK_NAN=1 runs it on every input. */
+size_t rc_find_nonfinite(const void *buf, size_t n, rc_dtype_t dt)
+{
+    size_t i;
+    switch (dt) {
+    case RC_FLOAT32: {
+        const uint32_t *x = (const uint32_t *)buf;
+        for (i = 0; i < n; i++)
+            if ((x[i] & 0x7f800000u) == 0x7f800000u) return i;
+        return n;
+    }
+    case RC_FLOAT64: {
+        const uint64_t *x = (const uint64_t *)buf;
+        for (i = 0; i < n; i++)
+            if ((x[i] & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return i;
+        return n;
+    }
+    case RC_FLOAT16: {
+        const uint16_t *x = (const uint16_t *)buf;
+        for (i = 0; i < n; i++)
+            if ((x[i] & 0x7c00u) == 0x7c00u) return i;
+        return n;
+    }
+    case RC_BFLOAT16: {
+        const uint16_t *x = (const uint16_t *)buf;
+        for (i = 0; i < n; i++)
+            if ((x[i] & 0x7f80u) == 0x7f80u) return i;
+        return n;
+    }
+    default:
+        return n;
+    }
+}

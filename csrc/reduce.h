@@ -40,5 +40,7 @@ int rc_op_valid_for(rc_dtype_t dt, rc_op_t op);
  * called while other threads reduce: pointers they already fetched keep
  * pointing at the old set (which stays valid). */
 rc_status_t rc_reduce_set_isa(const char *isa);
+/* First NaN/inf element of buf (n when none, or not a floating type). */
+size_t rc_find_nonfinite(const void *buf, size_t n, rc_dtype_t dt);
 
 #endif /* RC_REDUCE_H */

@@ -114,8 +114,12 @@ def test_crash_leaves_no_shm(run_mpi, nprocs):
 
 @pytest.mark.parametrize("nprocs,mode,env_timeout", [(2, "--arg", "100"), (3, "--env", "2")])
 def test_absent_peer_times_out(run_mpi, nprocs, mode, env_timeout):
-    """A rank that never joins an allreduce makes the others raise RC_ERR_TIMEOUT (from_mpi timeout or RINGCOMM_TIMEOUT)."""
-    run_mpi(nprocs, "timeout.py", mode, env={"RINGCOMM_TIMEOUT": env_timeout}, timeout=90)
+    """A rank that never joins an allreduce makes the others raise RC_ERR_TIMEOUT (from_mpi timeout or RINGCOMM_TIMEOUT) naming it; a warning comes at half the timeout."""
+    res = run_mpi(nprocs, "timeout.py", mode, env={"RINGCOMM_TIMEOUT": env_timeout}, timeout=90)
+    warnings = [line for line in res.output.splitlines() if " WARN rank " in line]
+    assert len(warnings) == nprocs - 1, res.output
+    assert all(f"ranks not arrived: {nprocs - 1} (no collective yet)" in w for w in warnings), \
+        warnings
 
 
 @pytest.mark.parametrize("nprocs", [2, 3])

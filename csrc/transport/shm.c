@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -104,6 +105,7 @@ struct rc_shm {
     shm_end_t *rx; /* [lane * p + peer]: channel peer -> me */
     uint32_t spin;
     uint32_t yields;
+    int *pidfd;    /* [peer]: pidfd_open of the peer's process (-1: none) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -153,9 +155,33 @@ static rc_status_t shm_check_abort(rc_comm_t *comm) {
     return rc_set_error(st, "%s", comm->broken_msg);
 }
 
-/* Read peer's published descriptor; 1 when it is in the same collective call
- * (same sequence number) but described differently. */
-static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
+/* Is the peer's process gone?  A pidfd (Linux >= 5.3) turns readable when
+ * the process exits, even while it is an unreaped zombie, and never names a
+ * recycled pid; without one, kill(pid, 0) plus the zombie state in
+ * /proc/<pid>/stat. */
+static int shm_peer_dead(rc_comm_t *comm, int r, pid_t *pid_out) {
+    struct rc_shm *s = comm->shm;
+    pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
+    *pid_out = pid;
+    if (pid <= 0) return 0;
+    if (s->pidfd && s->pidfd[r] >= 0) {
+        struct pollfd pfd = {s->pidfd[r], POLLIN, 0};
+        return poll(&pfd, 1, 0) > 0;
+    }
+    if (kill(pid, 0) != 0) return errno == ESRCH;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *close_paren = strrchr(buf, ')');
+    return close_paren && (close_paren[2] == 'Z' || close_paren[2] == 'X');
+}
+
+/* Read a peer's published descriptor (seqlock); 0 when it kept changing. */
+static int shm_peer_desc(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
     shm_rankinfo_t *ri = &comm->shm->info[peer];
     for (int tries = 0; tries < 100; tries++) {
         uint32_t v0 = atomic_load_explicit(&ri->pub, memory_order_acquire);
@@ -163,16 +189,42 @@ static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
         memcpy(theirs, (const void *)&ri->desc, sizeof *theirs);
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&ri->pub, memory_order_relaxed) != v0) continue;
-        if (theirs->seq != comm->cur.desc.seq || theirs->coll == RC_COLL_NONE) return 0;
-        return !rc_desc_equal(theirs, &comm->cur.desc);
+        return 1;
     }
     return 0;
 }
 
-static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what) {
+/* 1 when the peer is in the same collective call (same sequence number) but
+ * described differently. */
+static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
+    if (!shm_peer_desc(comm, peer, theirs)) return 0;
+    if (theirs->seq != comm->cur.desc.seq || theirs->coll == RC_COLL_NONE) return 0;
+    return !rc_desc_equal(theirs, &comm->cur.desc);
+}
+
+/* The stall inspector (as Horovod's): which ranks have not reached this
+ * collective, and the last call each of them did reach. */
+static void shm_stragglers(rc_comm_t *comm, char *buf, size_t len) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int r = 0; r < comm->size && n + 80 < len; r++) {
+        rc_desc_t d;
+        if (r == comm->rank || !shm_peer_desc(comm, r, &d)) continue;
+        if (d.coll != RC_COLL_NONE && d.seq == comm->cur.desc.seq) continue; /* arrived */
+        char last[180] = "no collective yet";
+        if (d.coll != RC_COLL_NONE) {
+            memcpy(last, "last in ", 8);
+            rc_desc_format(&d, last + 8, sizeof last - 8);
+        }
+        n += (size_t)snprintf(buf + n, len - n, "%s%d (%s)", n ? ", " : "", r, last);
+    }
+    if (!n) snprintf(buf, len, "none (every rank is in this call)");
+}
+
+static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
+                                   int *warned) {
     RC_CHECK(shm_check_abort(comm));
-    struct rc_shm *s = comm->shm;
-    char mine[160], theirs_s[160];
+    char mine[160], theirs_s[160], late[600];
     for (int r = 0; r < comm->size; r++) {
         if (r == comm->rank) continue;
         rc_desc_t theirs;
@@ -183,8 +235,8 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
                                 "collective mismatch: rank %d called %s but rank %d called %s",
                                 comm->rank, mine, r, theirs_s);
         }
-        pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
-        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) {
+        pid_t pid;
+        if (shm_peer_dead(comm, r, &pid)) {
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             return rc_comm_fail(comm, RC_ERR_PEER_LOST,
                                 "rank %d (pid %d) is gone: rank %d was in %s, waiting to %s rank %d",
@@ -192,12 +244,21 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
         }
     }
     double waited = rc_now() - t0;
+    if (waited > comm->timeout_s / 2 && !*warned) {
+        *warned = 1;
+        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+        shm_stragglers(comm, late, sizeof late);
+        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d; ranks not arrived: %s. "
+               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
+               comm->rank, waited, mine, what, peer, late, comm->timeout_s);
+    }
     if (waited > comm->timeout_s) {
         rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+        shm_stragglers(comm, late, sizeof late);
         return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d, which did "
-                            "not arrive (RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, comm->timeout_s);
+                            "timeout after %.1f s: rank %d in %s waited to %s rank %d; ranks "
+                            "not arrived: %s (RINGCOMM_TIMEOUT=%.0f)",
+                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
     }
     return RC_OK;
 }
@@ -205,11 +266,10 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
 /* Abort record and the liveness of every peer (`doing`: for the message). */
 static rc_status_t shm_health(rc_comm_t *comm, const char *doing) {
     RC_CHECK(shm_check_abort(comm));
-    struct rc_shm *s = comm->shm;
     for (int r = 0; r < comm->size; r++) {
         if (r == comm->rank) continue;
-        pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
-        if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH)
+        pid_t pid;
+        if (shm_peer_dead(comm, r, &pid))
             return rc_comm_fail(comm, RC_ERR_PEER_LOST, "rank %d (pid %d) is gone: rank %d was %s",
                                 r, (int)pid, comm->rank, doing);
     }
@@ -238,6 +298,7 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         cpu_relax();
     }
     double t0 = rc_now(), next_check = t0;
+    int warned = 0;
     for (uint32_t i = 0;; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
         if (i < s->yields) {
@@ -252,7 +313,7 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         RC_CHECK(shm_wait_side_work(comm));
         double now = rc_now();
         if (now >= next_check) {
-            RC_CHECK(shm_slow_checks(comm, peer, t0, what));
+            RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
             next_check = now + 0.05;
         }
     }
@@ -518,6 +579,17 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
                                 comm->timeout_s);
         }
     }
+    s->pidfd = malloc((size_t)p * sizeof *s->pidfd);
+    if (!s->pidfd) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    for (int q = 0; q < p; q++) {
+        pid_t pid = atomic_load(&s->info[q].pid);
+        s->pidfd[q] = -1;
+#ifdef SYS_pidfd_open
+        if (q != comm->rank && pid > 0)
+            s->pidfd[q] = (int)syscall(SYS_pidfd_open, pid, 0);
+#endif
+        if (s->pidfd[q] >= 0) fcntl(s->pidfd[q], F_SETFD, FD_CLOEXEC);
+    }
     return RC_OK;
 }
 
@@ -528,6 +600,9 @@ static void shm_close(rc_comm_t *comm) {
     if (comm->rank == 0 && s->hdr && atomic_load(&s->hdr->attached) < (uint32_t)comm->size)
         shm_unlink_once(s);
     if (s->base) munmap(s->base, s->bytes);
+    for (int q = 0; s->pidfd && q < comm->size; q++)
+        if (s->pidfd[q] >= 0) close(s->pidfd[q]);
+    free(s->pidfd);
     free(s->tx);
     free(s->rx);
     free(s);
