@@ -86,10 +86,12 @@ def test_coll_many_chunks(run_mpi, nprocs):
             env={"RINGCOMM_CHUNK_BYTES": "256"})
 
 
-@pytest.mark.parametrize("nprocs", [2, 4])
+@pytest.mark.parametrize("nprocs", [3, 4])
 def test_coll_two_slots(run_mpi, nprocs):
     """RINGCOMM_NSLOTS=2 with 256-byte chunks: the two-slot ring wraps hundreds
-    of times; every collective and algorithm x root, three dtypes."""
+    of times (chains, trees and rings with a non-power-of-two and an
+    oversubscribed rank count); every collective, algorithm and root, three
+    dtypes, sum and max."""
     run_mpi(nprocs, "coll_sweep.py", "--counts", "3001", "--dtypes", "float32,bfloat16,int8",
             "--ops", "sum,max", "--variants", "np,torch-in,np-in", "--expect-chunk-bytes", "256",
             env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2"})
