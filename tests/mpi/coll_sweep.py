@@ -29,7 +29,8 @@ sweep (default)
       case to case, so every algorithm x root pair recurs every P cases;
     --plan full: every (algorithm, root) pair;
     --plan rotate (--rotate): one (algorithm, root, variant) per case, round
-      robin such that every algorithm x root pair recurs every A*P cases.
+      robin: every algorithm and every root within max(A, P) consecutive
+      cases, every algorithm x root pair within P * max(A, P).
 
 errors
   Each rank in turn, then every rank at once, makes each kind of bad call
@@ -439,6 +440,7 @@ def sweep(comm, a):
     roots_all = list(range(SIZE)) if a.roots == "all" else \
         [int(r) for r in a.roots.split(",") if int(r) < SIZE]
     ncases = 0
+    used, wanted = {}, {}
     for coll in colls:
         table = ringcomm.algorithms(coll)
         assert isinstance(table, (list, tuple)) and len(table) > 0 and \
@@ -452,6 +454,7 @@ def sweep(comm, a):
         assert variants, f"{coll}: no applicable variant in {a.variants}"
         dtypes = [d for d in a.dtypes.split(",") if d != "bool" or coll not in REDUCING]
         rr = itertools.count()       # per collective: every algo x root pair recurs
+        wanted[coll] = (set(algos), set(roots), set(variants))
         for di, dtype in enumerate(dtypes):
             if coll in REDUCING:
                 ops = ops_for(dtype) if a.ops == "all" else \
@@ -468,8 +471,12 @@ def sweep(comm, a):
                 i0 = next(rr)
                 A, R, V = len(algos), len(roots), len(variants)
                 if a.plan == "rotate":
-                    plan = [(algos[i0 % A], roots[(i0 // A) % R],
-                             variants[(i0 + i0 // (A * R)) % V])]
+                    # blocks of L = max(A, R) cases: each block runs every
+                    # algorithm and every root; the root shifts by one per
+                    # block, so every pair recurs every R blocks
+                    L = max(A, R)
+                    j, b = i0 % L, i0 // L
+                    plan = [(algos[j % A], roots[(j + b) % R], variants[i0 % V])]
                 elif a.plan == "full":
                     plan = [(al, ro, variants[(i0 + j) % V])
                             for j, (al, ro) in enumerate(itertools.product(algos, roots))]
@@ -478,6 +485,8 @@ def sweep(comm, a):
                     pairs = [(al, r0) for al in algos] + \
                         [(algos[(i0 + j) % A], ro) for j, ro in enumerate(roots) if ro != r0]
                     plan = [(al, ro, variants[(i0 + j) % V]) for j, (al, ro) in enumerate(pairs)]
+                for algo, root, var in plan:
+                    used.setdefault(coll, set()).add((algo, root, var))
                 exps = {}
                 bytes_by = {}            # (root, algo) -> result bytes on this rank
                 results_at = {}          # root -> {label: result}
@@ -523,6 +532,13 @@ def sweep(comm, a):
                     if exps.get(mroot) is not None:
                         ncases += check_vs_mpi(coll, dtype, op, mres,
                                                results_at.get(mroot, {}), exps[mroot], case)
+    # the plan ran what this job claims to cover
+    for coll, (algos, roots, variants) in wanted.items():
+        u = used.get(coll, set())
+        for what, want, got in (("algorithms", algos, {x[0] for x in u}),
+                                ("roots", roots, {x[1] for x in u}),
+                                ("variants", variants, {x[2] for x in u})):
+            assert got == want, f"{coll}: the plan ran {what} {sorted(got)}, not {sorted(want)}"
     return ncases
 
 
