@@ -53,6 +53,15 @@ def pytest_addoption(parser):
                          "(default 4 B .. 64 MiB in x16 steps)")
     group.addoption("--allreduce-algorithms", default="all",
                     help="comma list of ringcomm algorithms, or 'all' = ringcomm.algorithms() + auto")
+    group.addoption("--coll-sizes", default="8,64K,1M,16M",
+                    help="comma list of sizes in bytes for the other collectives (nccl-tests sizes: "
+                         "all-gather/gather the receive buffer, reduce-scatter/scatter/all-to-all the "
+                         "send buffer; default 8,64K,1M,16M)")
+    group.addoption("--coll-algorithms", default="all",
+                    help="comma list of ringcomm algorithms for the other collectives, or 'all' = "
+                         "ringcomm.algorithms(<collective>) + auto; names a collective lacks are left out")
+    group.addoption("--coll-root", type=int, default=0,
+                    help="root rank of broadcast, reduce, gather and scatter (default 0)")
 
 
 @pytest.hookimpl(trylast=True)
@@ -118,6 +127,15 @@ def mpi_comm():
     if MPI is None:
         pytest.skip("mpi4py is not installed")
     return MPI.COMM_WORLD
+
+
+@pytest.fixture(scope="session")
+def root(request, mpi_comm):
+    """--coll-root, the root of the rooted collectives."""
+    r = request.config.getoption("--coll-root")
+    if not 0 <= r < mpi_comm.Get_size():
+        pytest.skip(f"--coll-root {r} is not a rank of {mpi_comm.Get_size()}")
+    return r
 
 
 @pytest.fixture(scope="session")

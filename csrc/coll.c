@@ -185,23 +185,30 @@ static void run_alone(const rc_task_t *t) {
     memmove(dst, src, (size_t)t->count * es);
 }
 
-rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t) {
+rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post) {
     if (comm->broken)
         return rc_set_error(comm->broken, "%s: communicator failed earlier: %s",
                             rc_coll_name(t->coll), comm->broken_msg);
     if (t->coll == RC_COLL_SEND || t->coll == RC_COLL_RECV) return RC_ERR_INTERNAL;
+    double t0 = comm->trace_id ? rc_now() : 0;
+    uint32_t seq = comm->seq;
+    rc_status_t st = RC_OK;
     if (comm->size == 1) {
         comm->seq++;
         run_alone(t);
-        return RC_OK;
+    } else {
+        set_cur(comm, t);
+        comm->tp->publish(comm);
+        RC_LOG(RC_INFO, "rank %d %s #%u count=%llu %s%s%s root=%d: algorithm %s, %zu-byte chunks%s",
+               comm->rank, rc_coll_name(t->coll), seq, (unsigned long long)t->count,
+               rc_dtype_name(t->dtype), coll_info[t->coll].reduces ? " " : "",
+               coll_info[t->coll].reduces ? rc_op_name(t->op) : "", comm->cur.desc.root,
+               rc_algo_name(t->algo), comm->chunk_bytes,
+               comm->cur.stream ? ", streaming stores" : "");
+        st = find_algo(t->coll, t->algo)->run(comm, t);
     }
-    set_cur(comm, t);
-    comm->tp->publish(comm);
-    RC_LOG(RC_TRACE, "rank %d %s #%u count=%llu %s %s root=%d algo=%s chunk=%zu", comm->rank,
-           rc_coll_name(t->coll), comm->cur.desc.seq, (unsigned long long)t->count,
-           rc_dtype_name(t->dtype), rc_op_name(t->op), comm->cur.desc.root, rc_algo_name(t->algo),
-           comm->chunk_bytes);
-    return find_algo(t->coll, t->algo)->run(comm, t);
+    if (comm->trace_id) rc_trace_op(comm, t, seq, t_post, t0, rc_now(), st);
+    return st;
 }
 
 /* ---- argument checks: all before any communication ---- */

@@ -118,6 +118,24 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     return RC_OK;
 }
 
+/* Every rank's address blob, as the bootstrap delivered it: our
+ * communicator's token, the rank it sits at, terminated strings (they are
+ * printed in messages).  The fuzz target for address bytes (csrc/fuzz.c). */
+rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token) {
+    for (int r = 0; r < size; r++) {
+        rc_addr_t *a = &addrs[r];
+        a->token[sizeof a->token - 1] = 0;
+        a->host[sizeof a->host - 1] = 0;
+        if (a->magic != RC_ADDR_MAGIC || a->rank != r || a->size != size ||
+            strncmp(a->token, token, sizeof a->token) != 0)
+            return rc_set_error(RC_ERR_MISMATCH,
+                                "comm_connect on rank %d: address %d is not from rank %d of this "
+                                "%d-rank communicator (it says rank %d of %d)",
+                                me, r, r, size, a->rank, a->size);
+    }
+    return RC_OK;
+}
+
 rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_bytes) {
     if (!comm) return rc_set_error(RC_ERR_INVALID_ARG, "comm_connect: comm is NULL");
     if (comm->connected) return rc_set_error(RC_ERR_INVALID_ARG, "comm_connect: already connected");
@@ -130,18 +148,8 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     rc_addr_t *addrs = malloc(blob_bytes);
     if (!addrs) return rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
     memcpy(addrs, blobs, blob_bytes);
-    rc_status_t st = RC_OK;
-    for (int r = 0; r < comm->size; r++) {
-        const rc_addr_t *a = &addrs[r];
-        if (a->magic != RC_ADDR_MAGIC || a->rank != r || a->size != comm->size ||
-            strncmp(a->token, comm->token, sizeof a->token) != 0) {
-            st = rc_set_error(RC_ERR_MISMATCH,
-                              "comm_connect on rank %d: address %d is not from rank %d of this "
-                              "%d-rank communicator (it says rank %d of %d)",
-                              comm->rank, r, r, comm->size, a->rank, a->size);
-            goto out;
-        }
-    }
+    rc_status_t st = rc_addr_check(addrs, comm->size, comm->rank, comm->token);
+    if (st != RC_OK) goto out;
     for (int r = 0; r < comm->size; r++) {
         if (!comm->tp->can_connect(&addrs[comm->rank], &addrs[r])) {
             st = rc_set_error(RC_ERR_NOT_SUPPORTED,
@@ -160,9 +168,17 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     }
     RC_CHECK_GOTO(rc_p2p_init(comm), st, out);
     comm->connected = 1;
-    RC_LOG(RC_INFO, "rank %d/%d connected: transport %s, chunk %zu B x %u slots, timeout %.0f s",
-           comm->rank, comm->size, comm->tp->name, comm->chunk_bytes, comm->nslots,
-           comm->timeout_s);
+    comm->trace_id = rc_trace_comm(comm);
+    if (rc_debug_level() >= RC_INFO) {
+        RC_LOG(RC_INFO, "ringcomm %d.%d.%d, kernels %s: rank %d of %d connected (host %s); "
+               "chunk %zu B x %u slots, timeout %.0f s%s", RC_VERSION_MAJOR, RC_VERSION_MINOR,
+               RC_VERSION_PATCH, rc_reduce_isa(), comm->rank, comm->size, addrs[comm->rank].host,
+               comm->chunk_bytes, comm->nslots, comm->timeout_s,
+               comm->oversubscribed ? ", more ranks than CPUs" : "");
+        for (int r = 0; r < comm->size; r++)
+            if (r != comm->rank)
+                RC_LOG(RC_INFO, "rank %d -> rank %d: transport %s", comm->rank, r, comm->tp->name);
+    }
 out:
     free(addrs);
     return st;

@@ -103,6 +103,8 @@ struct rc_request {
     int source;                    /* receives: the sender */
     int internal;                  /* on a blocking caller's stack: never freed */
     struct rc_request *next;       /* operation queue, p2p lists */
+    double t_post, t_start;        /* trace: when posted, when it started running */
+    uint32_t seq;                  /* trace: collective sequence number */
     /* point-to-point progress (p2p.c) */
     uint64_t bytes;                /* message bytes */
     uint64_t off;                  /* bytes moved so far */
@@ -129,6 +131,7 @@ struct rc_comm {
     uint64_t tree_max;             /* auto: tree up to this many bytes */
     uint64_t stream_min;           /* streaming stores for results from this many bytes */
     int check_nan;                 /* RINGCOMM_CHECK_NAN: refuse NaN/inf inputs */
+    int trace_id;                  /* RINGCOMM_TRACE track of this communicator (0: off) */
     uint32_t seq;                  /* next collective sequence number */
     int connected;
     _Atomic int busy;              /* a second thread in a call is an error */
@@ -167,8 +170,13 @@ rc_status_t rc_submit(rc_comm_t *comm, const rc_task_t *t, rc_request_t **req, i
 void rc_req_complete(rc_comm_t *comm, rc_request_t *r, rc_status_t st);
 /* Stop the progress thread and fail what is queued (comm_destroy). */
 void rc_progress_shutdown(rc_comm_t *comm);
+/* trace.c: RINGCOMM_TRACE */
+int rc_trace_comm(rc_comm_t *comm);
+void rc_trace_op(rc_comm_t *comm, const rc_task_t *t, uint32_t seq, double t_post, double t0,
+                 double t1, rc_status_t st);
 /* coll.c: run one collective task on the executor. */
-rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t);
+/* t_post: when the task was posted (0: not queued) */
+rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post);
 
 /* Mark the communicator failed: sets the last error, makes the failure
  * sticky, and tells the peers (through the transport) so that they fail too

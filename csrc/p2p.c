@@ -209,6 +209,40 @@ static rc_status_t check_match(rc_comm_t *comm, const rc_request_t *r, int src, 
                         rc_dtype_name(dt));
 }
 
+/* Every descriptor that arrives on the point-to-point lane, checked before
+ * it is used: the stream position, the dtype, a count whose byte size
+ * cannot overflow, and a payload size that is exactly the next chunk of the
+ * message (the first chunk: of the message it announces; later chunks: of
+ * the message in progress, whose tag and size must not change).  The fuzz
+ * target for these bytes (csrc/fuzz.c). */
+rc_status_t rc_p2p_desc_check(const rc_desc_t *d, uint32_t expect_msg, int mid_message,
+                              uint64_t cur_bytes, uint64_t cur_off, int cur_tag,
+                              size_t chunk_bytes, char *why, size_t len) {
+    const char *bad = NULL;
+    size_t es = d->dtype < RC_NUM_DTYPES ? rc_dtype_size((rc_dtype_t)d->dtype) : 0;
+    uint64_t total = 0, want = 0;
+    if (d->coll != RC_COLL_SEND) bad = "not a point-to-point chunk";
+    else if (d->seq != expect_msg) bad = "out of sequence";
+    else if (!es) bad = "unknown dtype";
+    else if (d->count > (UINT64_MAX / 4) / es) bad = "count too large";
+    else if (d->root < 0) bad = "negative tag";
+    if (!bad) {
+        total = d->count * es;
+        if (mid_message && (total != cur_bytes || d->root != cur_tag || cur_off >= cur_bytes))
+            bad = "the message changed size or tag in its middle";
+        else {
+            uint64_t left = mid_message ? cur_bytes - cur_off : total;
+            want = left < chunk_bytes ? left : chunk_bytes;
+            if (d->bytes != want) bad = "wrong chunk size";
+        }
+    }
+    if (!bad) return RC_OK;
+    snprintf(why, len, "%s (message %u, expected %u; tag %d, count %llu, dtype %u, chunk %u "
+             "bytes, expected %llu)", bad, d->seq, expect_msg, (int)d->root,
+             (unsigned long long)d->count, (unsigned)d->dtype, d->bytes, (unsigned long long)want);
+    return RC_ERR_INTERNAL;
+}
+
 static int progress_recv(rc_comm_t *comm, int src) {
     struct rc_p2p *e = comm->p2p;
     rx_cur_t *cur = &e->rx[src];
@@ -219,11 +253,16 @@ static int progress_recv(rc_comm_t *comm, int src) {
         rc_status_t st = comm->tp->recv_acquire(comm, RC_LANE_P2P, src, &in, &d, 0);
         if (st == RC_INPROGRESS) return moved;
         if (st != RC_OK) return fail(comm, st);
-        if (d.coll != RC_COLL_SEND || d.seq != e->rx_msg[src] || d.dtype >= RC_NUM_DTYPES)
+        char why[300];
+        int mid = cur->req || cur->ux;
+        if (rc_p2p_desc_check(&d, e->rx_msg[src], mid, cur->bytes, cur->off,
+                              cur->req ? cur->req->task.tag : cur->ux ? cur->ux->tag : -1,
+                              comm->chunk_bytes, why, sizeof why) != RC_OK) {
+            comm->tp->recv_release(comm, RC_LANE_P2P, src);
             return fail(comm, rc_comm_fail(comm, RC_ERR_INTERNAL,
-                                           "rank %d: corrupt point-to-point stream from rank %d "
-                                           "(message %u, expected %u)",
-                                           comm->rank, src, d.seq, e->rx_msg[src]));
+                                           "rank %d: corrupt point-to-point stream from rank %d: %s",
+                                           comm->rank, src, why));
+        }
         if (!cur->req && !cur->ux) {
             /* the first chunk of a new message: find its receive */
             rc_request_t *prev = NULL, *r = e->posted;
@@ -239,6 +278,7 @@ static int progress_recv(rc_comm_t *comm, int src) {
                 if (e->posted_tail == r) e->posted_tail = prev;
                 r->next = NULL;
                 r->source = src;
+                r->msg = d.seq;
                 cur->req = r;
                 cur->bytes = r->bytes;
             } else {
@@ -269,15 +309,7 @@ static int progress_recv(rc_comm_t *comm, int src) {
             }
             cur->off = 0;
         }
-        uint64_t want = cur->bytes - cur->off;
-        if (want > comm->chunk_bytes) want = comm->chunk_bytes;
-        if (d.bytes != want || d.root != (cur->req ? cur->req->task.tag : cur->ux->tag)) {
-            comm->tp->recv_release(comm, RC_LANE_P2P, src);
-            return fail(comm, rc_comm_fail(comm, RC_ERR_INTERNAL,
-                                           "rank %d: corrupt point-to-point chunk from rank %d "
-                                           "(%u bytes, expected %llu)",
-                                           comm->rank, src, d.bytes, (unsigned long long)want));
-        }
+        uint64_t want = d.bytes; /* checked above: the next chunk of this message */
         char *dst = cur->req ? (char *)cur->req->task.recvbuf : cur->ux->buf;
         copy(comm, dst + cur->off, in, want, cur->bytes);
         comm->tp->recv_release(comm, RC_LANE_P2P, src);
@@ -344,6 +376,7 @@ rc_status_t rc_p2p_post(rc_comm_t *comm, rc_request_t *r) {
         return comm->broken;
     }
     r->bytes = r->task.count * rc_dtype_size(r->task.dtype);
+    if (comm->trace_id) r->t_start = rc_now();
     r->off = 0;
     r->chunks = 0;
     r->next = NULL;

@@ -18,4 +18,9 @@ void rc_p2p_fail_all(rc_comm_t *comm, rc_status_t st);
 /* What the oldest pending operation waits for ("recv from rank 1 tag 0 ..."). */
 void rc_p2p_describe(rc_comm_t *comm, char *buf, size_t len);
 
+/* The check every arriving point-to-point descriptor passes (also fuzzed). */
+rc_status_t rc_p2p_desc_check(const rc_desc_t *d, uint32_t expect_msg, int mid_message,
+                              uint64_t cur_bytes, uint64_t cur_off, int cur_tag,
+                              size_t chunk_bytes, char *why, size_t len);
+
 #endif

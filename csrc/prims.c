@@ -18,11 +18,22 @@ prim_bad_message(rc_comm_t *c, int from, const rc_desc_t *got, size_t want_bytes
                         c->rank, mine, from, got->bytes, want_bytes);
 }
 
+/* A collective's message is used only when its descriptor is the call in
+ * progress and its payload has exactly the size the schedule expects (so a
+ * corrupt or hostile descriptor can never make us read past the slot). */
+static inline int prim_desc_ok(const rc_desc_t *got, const rc_desc_t *cur, size_t want_bytes) {
+    return got->bytes == want_bytes && rc_desc_equal(got, cur);
+}
+
+int rc_prim_desc_ok(const rc_desc_t *got, const rc_desc_t *cur, size_t want_bytes) {
+    return prim_desc_ok(got, cur, want_bytes);
+}
+
 /* Take the next message from `from`, checking it is the one we expect. */
 static inline rc_status_t prim_take(rc_comm_t *c, int from, const void **buf, size_t want_bytes) {
     rc_desc_t got;
     RC_CHECK(c->tp->recv_acquire(c, RC_LANE_COLL, from, buf, &got, 1));
-    if (RC_UNLIKELY(got.bytes != want_bytes || !rc_desc_equal(&got, &c->cur.desc))) {
+    if (RC_UNLIKELY(!prim_desc_ok(&got, &c->cur.desc, want_bytes))) {
         c->tp->recv_release(c, RC_LANE_COLL, from);
         return prim_bad_message(c, from, &got, want_bytes);
     }

@@ -9,6 +9,9 @@
 
 #include "core.h"
 
+/* The check of a received collective descriptor (also fuzzed). */
+int rc_prim_desc_ok(const rc_desc_t *got, const rc_desc_t *cur, size_t want_bytes);
+
 /* to <- src */
 rc_status_t rc_prim_send(rc_comm_t *c, int to, const void *src, size_t bytes);
 /* dst <- from */

@@ -49,6 +49,8 @@ static void futex_wake_all(_Atomic uint32_t *addr) {
 }
 
 void rc_req_complete(rc_comm_t *comm, rc_request_t *r, rc_status_t st) {
+    if (comm->trace_id && (r->task.coll == RC_COLL_SEND || r->task.coll == RC_COLL_RECV))
+        rc_trace_op(comm, &r->task, r->msg, r->t_post, r->t_start, rc_now(), st);
     r->status = st;
     if (st != RC_OK) snprintf(r->err, sizeof r->err, "%s", rc_last_error());
     atomic_store_explicit(&r->state, RC_REQ_DONE, memory_order_release);
@@ -90,7 +92,7 @@ static void exec_task(rc_comm_t *comm, rc_request_t *r) {
         return;
     }
     atomic_store_explicit(&r->state, RC_REQ_ACTIVE, memory_order_relaxed);
-    rc_status_t st = rc_task_run(comm, &r->task);
+    rc_status_t st = rc_task_run(comm, &r->task, r->t_post);
     if (st != RC_OK) fail_p2p_if_broken(comm);
     rc_req_complete(comm, r, st);
 }
@@ -192,7 +194,7 @@ static void enqueue(rc_comm_t *comm, rc_request_t *r) {
 /* A blocking call, run on the caller's thread as the executor. */
 static rc_status_t run_inline(rc_comm_t *comm, const rc_task_t *t, int *source) {
     if (t->coll != RC_COLL_SEND && t->coll != RC_COLL_RECV) {
-        rc_status_t st = rc_task_run(comm, t);
+        rc_status_t st = rc_task_run(comm, t, 0);
         if (st != RC_OK) fail_p2p_if_broken(comm);
         return st;
     }
@@ -275,6 +277,7 @@ rc_status_t rc_submit(rc_comm_t *comm, const rc_task_t *t, rc_request_t **req, i
         r->task = *t;
         r->comm = comm;
         r->source = -1;
+        if (comm->trace_id) r->t_post = rc_now();
         pthread_mutex_lock(&comm->qmu);
         if (p2p && !comm->executor && !comm->qhead) {
             /* posting a send or receive does not block: do it here */
@@ -313,6 +316,7 @@ rc_status_t rc_submit(rc_comm_t *comm, const rc_task_t *t, rc_request_t **req, i
         r.comm = comm;
         r.internal = 1;
         r.source = -1;
+        if (comm->trace_id) r.t_post = rc_now();
         enqueue(comm, &r);
         st = ensure_thread(comm);
         pthread_mutex_unlock(&comm->qmu);

@@ -200,6 +200,18 @@ rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dt
 const char *rc_coll_algo_name(rc_coll_t coll, int i);
 const char *rc_coll_name(int coll);
 
+/* ---- testing: the checks that bytes from other processes go through ----
+ * Feeds `data` to one of them, exactly as the transport would, and returns
+ * its verdict (RC_OK, or the error it raises).  Never touches a
+ * communicator; for fuzzing (tests/test_fuzz.py). */
+typedef enum {
+    RC_FUZZ_ADDRESSES = 0,   /* data: int32 size, then size address blobs */
+    RC_FUZZ_SHM_HEADER = 1,  /* data: int32 ranks, then the segment header bytes */
+    RC_FUZZ_COLL_DESC = 2,   /* data: descriptor received, descriptor expected, uint64 bytes */
+    RC_FUZZ_P2P_DESC = 3     /* data: descriptor, then the receiver's stream state */
+} rc_fuzz_kind_t;
+rc_status_t rc_fuzz_check(int kind, const void *data, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -105,6 +105,7 @@ struct rc_shm {
     shm_end_t *rx; /* [lane * p + peer]: channel peer -> me */
     uint32_t spin;
     uint32_t yields;
+    size_t slot_stride; /* copied from the header once checked */
     int *pidfd;    /* [peer]: pidfd_open of the peer's process (-1: none) */
 };
 
@@ -132,10 +133,11 @@ static size_t shm_total_bytes(int p, size_t chan_bytes) {
            (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
 }
 
-static shm_chan_t *shm_chan(struct rc_shm *s, int lane, int from, int to) {
-    size_t p = s->hdr->size;
+static shm_chan_t *shm_chan(const rc_comm_t *comm, int lane, int from, int to) {
+    const struct rc_shm *s = comm->shm;
+    size_t p = (size_t)comm->size, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
     size_t off = SHM_HDR_BYTES + p * sizeof(shm_rankinfo_t) +
-                 (((size_t)lane * p + (size_t)from) * p + (size_t)to) * s->hdr->chan_bytes;
+                 (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
     return (shm_chan_t *)((char *)s->base + off);
 }
 
@@ -338,7 +340,7 @@ static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->tail, e->other, &e->ch->tail_waiters,
                                  "send to"));
     }
-    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
     *buf = slot + SHM_SLOT_HDR;
     return RC_OK;
 }
@@ -346,7 +348,7 @@ static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **
 static rc_status_t shm_send_commit(rc_comm_t *comm, int lane, int peer, const rc_desc_t *d) {
     struct rc_shm *s = comm->shm;
     shm_end_t *e = &s->tx[lane * comm->size + peer];
-    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
     memcpy(slot, d, sizeof *d);
     e->pos++;
     /* seq_cst store then load: pairs with the receiver's waiters store + load. */
@@ -368,7 +370,7 @@ static rc_status_t shm_recv_acquire(rc_comm_t *comm, int lane, int peer, const v
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->head, e->pos, &e->ch->head_waiters,
                                  "receive from"));
     }
-    const char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->hdr->slot_stride;
+    const char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
     memcpy(d, slot, sizeof *d);
     *buf = slot + SHM_SLOT_HDR;
     return RC_OK;
@@ -495,6 +497,7 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     h->nslots = comm->nslots;
     h->chunk_bytes = comm->chunk_bytes;
     h->slot_stride = stride;
+    s->slot_stride = stride;
     h->chan_bytes = chan;
     h->total_bytes = total;
     h->algo_env = comm->algo_env;
@@ -505,6 +508,35 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     h->magic = SHM_MAGIC;
     return RC_OK;
 }
+
+/* Every field of rank 0's header another rank relies on, checked before use
+ * (a corrupt or hostile header must not lead to an access outside the
+ * mapping).  Also the fuzz target for the header bytes (csrc/fuzz.c). */
+rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why, size_t len) {
+    shm_hdr_t h;
+    if (mapped < sizeof h || p < 1 || p > 65536) {
+        snprintf(why, len, "%zu bytes is too small for a header", mapped);
+        return RC_ERR_MISMATCH;
+    }
+    memcpy(&h, hdr, sizeof h);
+    const char *bad = NULL;
+    if (h.magic != SHM_MAGIC) bad = "bad magic";
+    else if (h.size != (uint32_t)p) bad = "another rank count";
+    else if (h.nslots < 2 || h.nslots > 1024) bad = "slot count out of [2, 1024]";
+    else if (h.chunk_bytes < 64 || h.chunk_bytes > (1u << 30) || h.chunk_bytes % 64) bad = "chunk size";
+    else if (h.slot_stride != RC_ALIGN_UP(SHM_SLOT_HDR + h.chunk_bytes, RC_CACHELINE)) bad = "slot stride";
+    else if (h.chan_bytes != sizeof(shm_chan_t) + (uint64_t)h.nslots * h.slot_stride) bad = "channel size";
+    else if (h.total_bytes != shm_total_bytes(p, h.chan_bytes) || h.total_bytes != mapped)
+        bad = "segment size";
+    else if (h.algo_env < 0 || h.algo_env >= RC_NUM_ALGOS) bad = "algorithm";
+    if (!bad) return RC_OK;
+    snprintf(why, len, "%s (header says %u ranks, %u slots of %llu bytes, %llu bytes in all; "
+             "mapped %zu)", bad, h.size, h.nslots, (unsigned long long)h.chunk_bytes,
+             (unsigned long long)h.total_bytes, mapped);
+    return RC_ERR_MISMATCH;
+}
+
+size_t rc_shm_header_bytes(void) { return sizeof(shm_hdr_t); }
 
 /* Phase 2: everyone maps, publishes its pid, and the last to attach unlinks. */
 static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
@@ -527,15 +559,15 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         close(fd);
         RC_CHECK(st);
         shm_hdr_t *h = s->hdr;
-        if (h->magic != SHM_MAGIC || h->size != (uint32_t)p || h->total_bytes != s->bytes ||
-            h->nslots < 2 || h->chunk_bytes == 0)
-            return rc_set_error(RC_ERR_MISMATCH,
-                                "rank %d: shared memory %s does not describe a %d-rank "
-                                "communicator (it says %u ranks)",
-                                comm->rank, s->name, p, h->size);
-        /* Rank 0 decides the chunking; everyone uses the same. */
+        char why[200];
+        if (rc_shm_header_check(h, s->bytes, p, why, sizeof why) != RC_OK)
+            return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s is not a valid "
+                                "%d-rank ringcomm segment: %s", comm->rank, s->name, p, why);
+        /* Rank 0 decides the chunking; everyone uses the same (copied once:
+         * nothing is re-read from the shared header afterwards). */
         comm->chunk_bytes = h->chunk_bytes;
         comm->nslots = h->nslots;
+        s->slot_stride = h->slot_stride;
         comm->algo_env = h->algo_env;
         comm->direct_max = h->direct_max;
         comm->tree_max = h->tree_max;
@@ -547,9 +579,9 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     for (int lane = 0; lane < RC_NLANES; lane++) {
         for (int q = 0; q < p; q++) {
             shm_end_t *tx = &s->tx[lane * p + q], *rx = &s->rx[lane * p + q];
-            tx->ch = shm_chan(s, lane, comm->rank, q);
+            tx->ch = shm_chan(comm, lane, comm->rank, q);
             tx->slots = (char *)tx->ch + sizeof(shm_chan_t);
-            rx->ch = shm_chan(s, lane, q, comm->rank);
+            rx->ch = shm_chan(comm, lane, q, comm->rank);
             rx->slots = (char *)rx->ch + sizeof(shm_chan_t);
         }
     }

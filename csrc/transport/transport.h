@@ -62,6 +62,13 @@ typedef struct rc_transport_ops {
     void (*close)(rc_comm_t *comm);
 } rc_transport_ops_t;
 
+/* Checks of bytes that come from other processes (also the fuzz targets,
+ * csrc/fuzz.c): address blobs (comm.c; terminates their strings in place)
+ * and the shared-memory header (shm.c). */
+rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token);
+rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why, size_t len);
+size_t rc_shm_header_bytes(void);
+
 #define RC_LANE_COLL 0
 #define RC_LANE_P2P 1
 #define RC_NLANES 2

@@ -254,6 +254,15 @@ def scale_local(buf, double divisor):
     return buf
 
 
+def _fuzz_check(int kind, bytes data):
+    """Feed `data` to one of the checks that bytes from other processes pass
+    (kind: 0 addresses, 1 shared-memory header, 2 collective descriptor,
+    3 point-to-point descriptor; see rc_fuzz_check).  Returns the verdict's
+    status name.  For tests/test_fuzz.py."""
+    cdef const char *p = data
+    return lib.rc_status_string(lib.rc_fuzz_check(kind, p, len(data))).decode()
+
+
 # ---------------------------------------------------------------- communicator
 
 def _check_timeout(timeout):

@@ -5,38 +5,80 @@ Run it under the launcher, on every rank::
     mpirun -n 4 python -m ringcomm.bench                 # all-reduce, 8 B .. 64 MiB, x4
     mpirun -n 4 python -m ringcomm.bench -a all          # every algorithm + auto
     mpirun -n 2 python -m ringcomm.bench -b 4 -e 256M -f 16 -d bfloat16 --peers mpi,gloo
+    mpirun -n 2 python -m ringcomm.bench --collective broadcast -b 8 -e 16M -f 8 --peers mpi,gloo
+    mpirun -n 4 python -m ringcomm.bench -C all -a all --plot busbw.png
+    mpirun -n 2 python -m ringcomm.bench -C sendrecv -b 1 -e 4M -f 4  # ping-pong, ranks 0 <-> 1
+
+Collectives (``-C/--collective``, comma list or ``all``): allreduce,
+broadcast, reduce, allgather, reducescatter, alltoall, gather, scatter,
+sendrecv.
 
 Definitions (nccl-tests, DESIGN.md section 6):
 
-- ``algbw = size / time`` with GB = 1e9 B, where ``size`` is the size column
-  (for all-reduce: the bytes of one rank's buffer);
-- ``busbw = algbw * factor(p)``, the factor being the collective's (all-reduce:
-  ``2(p-1)/p``); it is what each rank's link carries, comparable across p;
+- ``size`` column: as nccl-tests prints it, the larger of one rank's send
+  and receive buffers in bytes: all-reduce, broadcast, reduce, send/recv:
+  the buffer; all-gather and gather: the whole receive buffer
+  (``p * count``); reduce-scatter, scatter and all-to-all: the whole send
+  buffer (``p * count``).  The ``count`` column is nccl-tests' per-rank
+  count: the buffer for all-reduce / broadcast / reduce / send/recv, each
+  rank's block for the others (all-to-all: the block sent to each peer).
+  ``-b``/``-e`` give the size; counts round down to a multiple of ``p``;
+- ``algbw = size / time`` with GB = 1e9 B;
+- ``busbw = algbw * factor(p)``: all-reduce ``2(p-1)/p``; all-gather,
+  reduce-scatter, all-to-all, gather, scatter ``(p-1)/p``; broadcast,
+  reduce, send/recv ``1``.  It is what each rank's link carries,
+  comparable across p;
 - ``time`` of one repetition: barrier (MPI), then ``iters`` back-to-back
   calls, each rank's average per call, then the MAX over ranks (the slowest
   rank sets the pace).  Every size runs ``--repeats`` repetitions, interleaved
   over the columns (so noise on a shared machine hits every column alike),
   and the MEDIAN repetition is reported;
+- send/recv is an OSU-style ping-pong between ranks 0 and 1 (the other ranks
+  idle): rank 0 sends ``size`` bytes, rank 1 receives them and sends its own
+  ``size`` bytes back; ``time`` is half the round trip (the one-way latency)
+  and ``algbw = busbw = size / time``;
 - ``#wrong``: before timing each column runs once on integer-valued inputs
   whose result is exact in the data type, into an output filled with a
   sentinel; the elements that differ from the closed-form result are counted
-  and summed over ranks (N/A with ``-c 0``);
+  and summed over ranks (N/A with ``-c 0``).  Only the ranks that receive
+  something are checked (the root of reduce and gather, ranks 0 and 1 of
+  send/recv); every element of every block of the other collectives is,
+  with a value that depends on the source rank, the destination rank and the
+  position, so a block in the wrong place counts as wrong;
 - the ``best/<peer>`` column is ringcomm's best busbw at that size (over the
   algorithms that ran) divided by the peer's: > 1 means ringcomm is faster.
 
-Peers run in the same processes on the same buffers:
+Peers run in the same processes on the same buffers (``--peers mpi,gloo``):
 
-- ``mpi``: mpi4py's ``comm.Allreduce(send, recv, op)`` (out of place, like
-  ringcomm's columns here);
-- ``gloo``: ``torch.distributed.all_reduce`` on the gloo backend, initialised
-  with a FileStore in a temporary directory shared through mpi4py.  gloo's
-  all-reduce is in place only, so its input is copied into the output buffer
-  once before timing and the timed calls reduce that buffer in place.
+============== =============================== ====================================
+collective     mpi (mpi4py)                    gloo (torch.distributed)
+============== =============================== ====================================
+allreduce      Allreduce                       all_reduce (in place)
+broadcast      Bcast (in place)                broadcast (in place)
+reduce         Reduce                          reduce (in place)
+allgather      Allgather                       all_gather_into_tensor (*)
+reducescatter  Reduce_scatter_block            reduce_scatter_tensor (*)
+alltoall       Alltoall                        all_to_all_single
+gather         Gather                          gather (into views of one tensor)
+scatter        Scatter                         scatter (from views of one tensor)
+sendrecv       Send / Recv                     send / recv
+============== =============================== ====================================
 
-Combinations a peer lacks (MPI has no bfloat16 nor "avg", gloo no "avg") are
-reported as N/A.  Adding a collective is one more row in ``COLLECTIVES``: its
-size/count rule, busbw factor, buffers, closed-form check and one runner per
-column kind.
+(*) ``all_gather_single`` and ``reduce_scatter_single`` where torch has them
+(newer torch renamed them; the old names warn).  gloo is initialised with a FileStore in a temporary directory shared through
+mpi4py.  A call that works in place gets its input copied into the output
+buffer once before timing, then reuses that buffer.  Combinations a peer
+lacks (MPI has no bfloat16 reduction nor "avg", gloo no "avg") are reported
+as N/A; the copy-only collectives move bfloat16 through MPI as 16-bit words.
+
+``--plot FILE.png`` draws busbw against size for every column (needs
+matplotlib).  A progress bar on stderr (rank 0) shows where a long sweep is;
+it is on when the terminal the launcher writes to is one (mpirun hands the
+ranks a pipe, so the launcher's stderr is what decides), ``--progress``
+forces it on, ``--no-progress`` off.
+
+Adding a collective is one more row in ``COLLECTIVES``: its size/count rule,
+busbw factor, buffers, closed-form check and one runner per column kind.
 """
 
 from __future__ import annotations
@@ -145,6 +187,14 @@ def as_numpy(buf) -> np.ndarray:
     raise NotAvailable("MPI has no bfloat16")
 
 
+def as_numpy_bytes(buf) -> np.ndarray:
+    """A numpy view of buf for collectives that only move data (bfloat16 as 16-bit words)."""
+    if isinstance(buf, np.ndarray):
+        return buf
+    torch = _torch()
+    return buf.view(torch.int16).numpy()
+
+
 def as_torch(buf):
     torch = _torch()
     if isinstance(buf, np.ndarray):
@@ -201,6 +251,17 @@ def make_input(start: int, stop: int, rank: int, p: int, op: str, dtype: str) ->
     return i % m + (i + rank) % p + 1
 
 
+def copy_pattern(start: int, stop: int, src: int, dst: int = 0) -> np.ndarray:
+    """Elements [start, stop) of the block that rank `src` sends to rank `dst`.
+
+    Values 1 .. PATTERN_PERIOD (exact in every dtype, never the sentinel 0);
+    two blocks of different sources or destinations differ everywhere while
+    p < PATTERN_PERIOD, so a block that lands in the wrong place counts as wrong.
+    """
+    i = np.arange(start, stop, dtype=np.int64)
+    return (i + 31 * src + 17 * dst) % PATTERN_PERIOD + 1
+
+
 def closed_form(start: int, stop: int, p: int, op: str, dtype: str) -> np.ndarray:
     """Elements [start, stop) of the all-reduce of make_input over ranks 0..p-1."""
     is_float = DTYPES[dtype][2]
@@ -237,6 +298,8 @@ MPI_OPS = {"sum": "SUM", "prod": "PROD", "min": "MIN", "max": "MAX",
            "band": "BAND", "bor": "BOR", "bxor": "BXOR"}
 TORCH_OPS = {"sum": "SUM", "prod": "PRODUCT", "min": "MIN", "max": "MAX",
              "band": "BAND", "bor": "BOR", "bxor": "BXOR"}
+#: the redop column of the collectives that only move data (nccl-tests prints "none")
+NO_OP = "none"
 
 
 @dataclass
@@ -254,63 +317,418 @@ class Collective:
     counts: Callable[[int, int, int], tuple[int, int, int]]
     #: (count column, itemsize, p) -> bytes shown in the size column
     size_of: Callable[[int, int, int], int]
-    #: fill send for this rank, return the expected recv, same type as recv
-    #: (None: not checkable)
-    fill: Callable[[Bufs, int, int, str, str], object]
-    #: column kind -> (ctx, bufs, op, algorithm) -> zero-argument callable
+    #: (bufs, rank, p, op, dtype, root): fill send for this rank, return the
+    #: expected recv, same type and length as recv (None: not checkable)
+    fill: Callable[..., object]
+    #: column kind -> (ctx, bufs, op, algorithm, root) -> zero-argument callable
     runners: dict = field(default_factory=dict)
-    #: column kinds that reduce in place in recv (input copied in first)
+    #: column kinds that work in place in recv (input copied in first)
     in_place: tuple = ()
     ops: tuple = ALL_OPS
+    #: name of the collective for ringcomm.algorithms(); None: no algorithm choice
+    #: (one ringcomm column, labelled "ringcomm")
+    algorithms: Optional[str] = None
+    rooted: bool = False
+    #: which ranks' recv is checked: (rank, p, root) -> bool
+    checked: Callable[[int, int, int], bool] = lambda rank, p, root: True
+    #: measured time per call is multiplied by this (0.5: a ping-pong round trip)
+    time_scale: float = 1.0
+    min_ranks: int = 1
+    #: what each peer calls, for the section header
+    peer_calls: dict = field(default_factory=dict)
+
+    @property
+    def reduces(self) -> bool:
+        return self.ops != (NO_OP,)
 
 
-def _allreduce_counts(size, itemsize, p):
+def _mpi_op(op):
+    if op not in MPI_OPS:
+        raise NotAvailable(f"MPI has no op {op!r}")
+    from mpi4py import MPI
+    return getattr(MPI, MPI_OPS[op])
+
+
+def _gloo_op(dist, op):
+    if op not in TORCH_OPS:
+        raise NotAvailable(f"gloo has no op {op!r}")
+    return getattr(dist.ReduceOp, TORCH_OPS[op])
+
+
+def _fill_blocks(buf, count, fn) -> None:
+    """buf[a:b] = fn(a, b) for blocks of BLOCK_ELEMS elements."""
+    for a in range(0, count, BLOCK_ELEMS):
+        b = min(count, a + BLOCK_ELEMS)
+        store(buf, fn(a, b), a)
+
+
+# counts: nccl-tests' getCollByteCount, with n = size // itemsize
+
+def _counts_same(size, itemsize, p):            # allreduce, broadcast, reduce, sendrecv
     n = size // itemsize
     return n, n, n
 
 
-def _allreduce_fill(bufs, rank, p, op, dtype):
+def _counts_gather(size, itemsize, p):          # allgather, gather: count = send block
+    n = size // itemsize // p
+    return n, n, n * p
+
+
+def _counts_scatter(size, itemsize, p):         # reduce-scatter, scatter: count = recv block
+    n = size // itemsize // p
+    return n, n * p, n
+
+
+def _counts_alltoall(size, itemsize, p):        # count = the block for each peer
+    n = size // itemsize // p
+    return n, n * p, n * p
+
+
+def _size_same(count, itemsize, p):
+    return count * itemsize
+
+
+def _size_blocks(count, itemsize, p):
+    return count * itemsize * p
+
+
+# --- all-reduce
+
+def _allreduce_fill(bufs, rank, p, op, dtype, root):
     expected = alloc(bufs.count, dtype)
-    for a in range(0, bufs.count, BLOCK_ELEMS):
-        b = min(bufs.count, a + BLOCK_ELEMS)
-        store(bufs.send, make_input(a, b, rank, p, op, dtype), a)
-        store(expected, closed_form(a, b, p, op, dtype), a)
+    _fill_blocks(bufs.send, bufs.count, lambda a, b: make_input(a, b, rank, p, op, dtype))
+    _fill_blocks(expected, bufs.count, lambda a, b: closed_form(a, b, p, op, dtype))
     return expected
 
 
-def _allreduce_ringcomm(ctx, bufs, op, algorithm):
+def _allreduce_ringcomm(ctx, bufs, op, algorithm, root):
     comm, send, recv = ctx.rc, bufs.send, bufs.recv
     return lambda: comm.allreduce(send, out=recv, op=op, algorithm=algorithm)
 
 
-def _allreduce_mpi(ctx, bufs, op, algorithm):
-    if op not in MPI_OPS:
-        raise NotAvailable(f"MPI has no op {op!r}")
-    from mpi4py import MPI
-    send, recv, mop = as_numpy(bufs.send), as_numpy(bufs.recv), getattr(MPI, MPI_OPS[op])
-    comm = ctx.mpi
+def _allreduce_mpi(ctx, bufs, op, algorithm, root):
+    mop = _mpi_op(op)
+    send, recv, comm = as_numpy(bufs.send), as_numpy(bufs.recv), ctx.mpi
     return lambda: comm.Allreduce(send, recv, op=mop)
 
 
-def _allreduce_gloo(ctx, bufs, op, algorithm):
+def _allreduce_gloo(ctx, bufs, op, algorithm, root):
     dist = ctx.gloo()
-    if op not in TORCH_OPS:
-        raise NotAvailable(f"gloo has no op {op!r}")
-    t, top = as_torch(bufs.recv), getattr(dist.ReduceOp, TORCH_OPS[op])
+    t, top = as_torch(bufs.recv), _gloo_op(dist, op)
     return lambda: dist.all_reduce(t, op=top)
+
+
+# --- broadcast: in place in recv; the root's input is copied in, the others' is the sentinel
+
+def _broadcast_fill(bufs, rank, p, op, dtype, root):
+    expected = alloc(bufs.count, dtype)
+    _fill_blocks(expected, bufs.count, lambda a, b: copy_pattern(a, b, root))
+    if rank == root:
+        _fill_blocks(bufs.send, bufs.count, lambda a, b: copy_pattern(a, b, root))
+    else:
+        _fill_blocks(bufs.send, bufs.count, lambda a, b: np.zeros(b - a, dtype=np.int64))
+    return expected
+
+
+def _broadcast_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, buf = ctx.rc, bufs.recv
+    return lambda: comm.broadcast(buf, root=root, algorithm=algorithm)
+
+
+def _broadcast_mpi(ctx, bufs, op, algorithm, root):
+    comm, buf = ctx.mpi, as_numpy_bytes(bufs.recv)
+    return lambda: comm.Bcast(buf, root=root)
+
+
+def _broadcast_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    t = as_torch(bufs.recv)
+    return lambda: dist.broadcast(t, src=root)
+
+
+# --- reduce: the all-reduce's inputs; only the root's output is checked
+
+def _reduce_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.rc, bufs.send, bufs.recv
+    return lambda: comm.reduce(send, out=recv, op=op, root=root, algorithm=algorithm)
+
+
+def _reduce_mpi(ctx, bufs, op, algorithm, root):
+    mop = _mpi_op(op)
+    send, recv, comm = as_numpy(bufs.send), as_numpy(bufs.recv), ctx.mpi
+    return lambda: comm.Reduce(send, recv, op=mop, root=root)
+
+
+def _reduce_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    t, top = as_torch(bufs.recv), _gloo_op(dist, op)
+    return lambda: dist.reduce(t, dst=root, op=top)
+
+
+# --- all-gather and gather: rank r's block r of recv is copy_pattern(., r)
+
+def _gather_fill(bufs, rank, p, op, dtype, root):
+    n = bufs.count
+    _fill_blocks(bufs.send, n, lambda a, b: copy_pattern(a, b, rank))
+    expected = alloc(n * p, dtype)
+    for r in range(p):
+        _fill_blocks(expected[r * n:(r + 1) * n], n, lambda a, b: copy_pattern(a, b, r))
+    return expected
+
+
+def _allgather_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.rc, bufs.send, bufs.recv
+    return lambda: comm.allgather(send, recv, algorithm=algorithm)
+
+
+def _allgather_mpi(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.mpi, as_numpy_bytes(bufs.send), as_numpy_bytes(bufs.recv)
+    return lambda: comm.Allgather(send, recv)
+
+
+def _allgather_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    send, recv = as_torch(bufs.send), as_torch(bufs.recv)
+    # newer torch calls it all_gather_single (all_gather_into_tensor warns)
+    fn = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    return lambda: fn(recv, send)
+
+
+def _gather_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, send = ctx.rc, bufs.send
+    recv = bufs.recv if ctx.rank == root else None
+    return lambda: comm.gather(send, recv, root=root, algorithm=algorithm)
+
+
+def _gather_mpi(ctx, bufs, op, algorithm, root):
+    comm, send = ctx.mpi, as_numpy_bytes(bufs.send)
+    recv = as_numpy_bytes(bufs.recv) if ctx.rank == root else None
+    return lambda: comm.Gather(send, recv, root=root)
+
+
+def _gather_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    send = as_torch(bufs.send)
+    # gloo gathers into a list of tensors: views of recv, so the data lands there
+    parts = list(as_torch(bufs.recv).view(ctx.size, bufs.count).unbind()) if ctx.rank == root else None
+    return lambda: dist.gather(send, parts, dst=root)
+
+
+# --- reduce-scatter: rank r gets block r of the all-reduce of the p*n inputs
+
+def _reducescatter_fill(bufs, rank, p, op, dtype, root):
+    n = bufs.count
+    _fill_blocks(bufs.send, n * p, lambda a, b: make_input(a, b, rank, p, op, dtype))
+    expected = alloc(n, dtype)
+    _fill_blocks(expected, n, lambda a, b: closed_form(rank * n + a, rank * n + b, p, op, dtype))
+    return expected
+
+
+def _reducescatter_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.rc, bufs.send, bufs.recv
+    return lambda: comm.reduce_scatter(send, recv, op=op, algorithm=algorithm)
+
+
+def _reducescatter_mpi(ctx, bufs, op, algorithm, root):
+    mop = _mpi_op(op)
+    comm, send, recv = ctx.mpi, as_numpy(bufs.send), as_numpy(bufs.recv)
+    return lambda: comm.Reduce_scatter_block(send, recv, op=mop)
+
+
+def _reducescatter_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    send, recv, top = as_torch(bufs.send), as_torch(bufs.recv), _gloo_op(dist, op)
+    # newer torch calls it reduce_scatter_single (reduce_scatter_tensor warns)
+    fn = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    return lambda: fn(recv, send, op=top)
+
+
+# --- all-to-all: block j of rank r's send is copy_pattern(., r, j), lands in block r of rank j
+
+def _alltoall_fill(bufs, rank, p, op, dtype, root):
+    n = bufs.count
+    expected = alloc(n * p, dtype)
+    for j in range(p):
+        _fill_blocks(bufs.send[j * n:(j + 1) * n], n, lambda a, b: copy_pattern(a, b, rank, j))
+        _fill_blocks(expected[j * n:(j + 1) * n], n, lambda a, b: copy_pattern(a, b, j, rank))
+    return expected
+
+
+def _alltoall_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.rc, bufs.send, bufs.recv
+    return lambda: comm.alltoall(send, recv, algorithm=algorithm)
+
+
+def _alltoall_mpi(ctx, bufs, op, algorithm, root):
+    comm, send, recv = ctx.mpi, as_numpy_bytes(bufs.send), as_numpy_bytes(bufs.recv)
+    return lambda: comm.Alltoall(send, recv)
+
+
+def _alltoall_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    send, recv = as_torch(bufs.send), as_torch(bufs.recv)
+    return lambda: dist.all_to_all_single(recv, send)
+
+
+# --- scatter: block j of the root's send (copy_pattern(., root, j)) lands on rank j
+
+def _scatter_fill(bufs, rank, p, op, dtype, root):
+    n = bufs.count
+    for j in range(p):
+        _fill_blocks(bufs.send[j * n:(j + 1) * n], n, lambda a, b: copy_pattern(a, b, root, j))
+    expected = alloc(n, dtype)
+    _fill_blocks(expected, n, lambda a, b: copy_pattern(a, b, root, rank))
+    return expected
+
+
+def _scatter_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, recv = ctx.rc, bufs.recv
+    send = bufs.send if ctx.rank == root else None
+    return lambda: comm.scatter(send, recv, root=root, algorithm=algorithm)
+
+
+def _scatter_mpi(ctx, bufs, op, algorithm, root):
+    comm, recv = ctx.mpi, as_numpy_bytes(bufs.recv)
+    send = as_numpy_bytes(bufs.send) if ctx.rank == root else None
+    return lambda: comm.Scatter(send, recv, root=root)
+
+
+def _scatter_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    recv = as_torch(bufs.recv)
+    parts = list(as_torch(bufs.send).view(ctx.size, bufs.count).unbind()) if ctx.rank == root else None
+    return lambda: dist.scatter(recv, parts, src=root)
+
+
+# --- send/recv: ping-pong between ranks 0 and 1; one call is a round trip
+
+def _sendrecv_fill(bufs, rank, p, op, dtype, root):
+    n = bufs.count
+    _fill_blocks(bufs.send, n, lambda a, b: copy_pattern(a, b, rank))
+    expected = alloc(n, dtype)
+    _fill_blocks(expected, n, lambda a, b: copy_pattern(a, b, 1 - rank if rank < 2 else rank))
+    return expected
+
+
+def _pingpong(rank, send, recv):
+    """(rank 0: send then receive; rank 1: receive then send; others: nothing)"""
+    if rank == 0:
+        def call():
+            send(0)
+            recv(0)
+    elif rank == 1:
+        def call():
+            recv(1)
+            send(1)
+    else:
+        def call():
+            pass
+    return call
+
+
+def _sendrecv_ringcomm(ctx, bufs, op, algorithm, root):
+    comm, s, r, peer = ctx.rc, bufs.send, bufs.recv, 1 - ctx.rank
+    return _pingpong(ctx.rank, lambda _: comm.send(s, peer, tag=0), lambda _: comm.recv(r, peer, tag=0))
+
+
+def _sendrecv_mpi(ctx, bufs, op, algorithm, root):
+    comm, s, r, peer = ctx.mpi, as_numpy_bytes(bufs.send), as_numpy_bytes(bufs.recv), 1 - ctx.rank
+    return _pingpong(ctx.rank, lambda _: comm.Send(s, dest=peer, tag=0),
+                     lambda _: comm.Recv(r, source=peer, tag=0))
+
+
+def _sendrecv_gloo(ctx, bufs, op, algorithm, root):
+    dist = ctx.gloo()
+    s, r, peer = as_torch(bufs.send), as_torch(bufs.recv), 1 - ctx.rank
+    return _pingpong(ctx.rank, lambda _: dist.send(s, dst=peer), lambda _: dist.recv(r, src=peer))
 
 
 COLLECTIVES = {
     "allreduce": Collective(
         name="allreduce",
         busbw_factor=lambda p: 2.0 * (p - 1) / p,
-        counts=_allreduce_counts,
-        size_of=lambda count, itemsize, p: count * itemsize,
-        fill=_allreduce_fill,
-        runners={"ringcomm": _allreduce_ringcomm, "mpi": _allreduce_mpi,
-                 "gloo": _allreduce_gloo},
+        counts=_counts_same, size_of=_size_same, fill=_allreduce_fill,
+        runners={"ringcomm": _allreduce_ringcomm, "mpi": _allreduce_mpi, "gloo": _allreduce_gloo},
         in_place=("gloo",),
+        algorithms="allreduce",
+        peer_calls={"mpi": "Allreduce", "gloo": "all_reduce (in place)"},
     ),
+    "broadcast": Collective(
+        name="broadcast",
+        busbw_factor=lambda p: 1.0,
+        counts=_counts_same, size_of=_size_same, fill=_broadcast_fill,
+        runners={"ringcomm": _broadcast_ringcomm, "mpi": _broadcast_mpi, "gloo": _broadcast_gloo},
+        in_place=("ringcomm", "mpi", "gloo"),
+        ops=(NO_OP,), algorithms="broadcast", rooted=True,
+        peer_calls={"mpi": "Bcast", "gloo": "broadcast"},
+    ),
+    "reduce": Collective(
+        name="reduce",
+        busbw_factor=lambda p: 1.0,
+        counts=_counts_same, size_of=_size_same, fill=_allreduce_fill,
+        runners={"ringcomm": _reduce_ringcomm, "mpi": _reduce_mpi, "gloo": _reduce_gloo},
+        in_place=("gloo",),
+        algorithms="reduce", rooted=True, checked=lambda rank, p, root: rank == root,
+        peer_calls={"mpi": "Reduce", "gloo": "reduce (in place)"},
+    ),
+    "allgather": Collective(
+        name="allgather",
+        busbw_factor=lambda p: (p - 1) / p,
+        counts=_counts_gather, size_of=_size_blocks, fill=_gather_fill,
+        runners={"ringcomm": _allgather_ringcomm, "mpi": _allgather_mpi, "gloo": _allgather_gloo},
+        ops=(NO_OP,), algorithms="allgather",
+        peer_calls={"mpi": "Allgather", "gloo": "all_gather_single (all_gather_into_tensor on older torch)"},
+    ),
+    "reducescatter": Collective(
+        name="reducescatter",
+        busbw_factor=lambda p: (p - 1) / p,
+        counts=_counts_scatter, size_of=_size_blocks, fill=_reducescatter_fill,
+        runners={"ringcomm": _reducescatter_ringcomm, "mpi": _reducescatter_mpi,
+                 "gloo": _reducescatter_gloo},
+        algorithms="reduce_scatter",
+        peer_calls={"mpi": "Reduce_scatter_block",
+                    "gloo": "reduce_scatter_single (reduce_scatter_tensor on older torch)"},
+    ),
+    "alltoall": Collective(
+        name="alltoall",
+        busbw_factor=lambda p: (p - 1) / p,
+        counts=_counts_alltoall, size_of=_size_blocks, fill=_alltoall_fill,
+        runners={"ringcomm": _alltoall_ringcomm, "mpi": _alltoall_mpi, "gloo": _alltoall_gloo},
+        ops=(NO_OP,), algorithms="alltoall",
+        peer_calls={"mpi": "Alltoall", "gloo": "all_to_all_single"},
+    ),
+    "gather": Collective(
+        name="gather",
+        busbw_factor=lambda p: (p - 1) / p,
+        counts=_counts_gather, size_of=_size_blocks, fill=_gather_fill,
+        runners={"ringcomm": _gather_ringcomm, "mpi": _gather_mpi, "gloo": _gather_gloo},
+        ops=(NO_OP,), algorithms="gather", rooted=True, checked=lambda rank, p, root: rank == root,
+        peer_calls={"mpi": "Gather", "gloo": "gather"},
+    ),
+    "scatter": Collective(
+        name="scatter",
+        busbw_factor=lambda p: (p - 1) / p,
+        counts=_counts_scatter, size_of=_size_blocks, fill=_scatter_fill,
+        runners={"ringcomm": _scatter_ringcomm, "mpi": _scatter_mpi, "gloo": _scatter_gloo},
+        ops=(NO_OP,), algorithms="scatter", rooted=True,
+        peer_calls={"mpi": "Scatter", "gloo": "scatter"},
+    ),
+    "sendrecv": Collective(
+        name="sendrecv",
+        busbw_factor=lambda p: 1.0,
+        counts=_counts_same, size_of=_size_same, fill=_sendrecv_fill,
+        runners={"ringcomm": _sendrecv_ringcomm, "mpi": _sendrecv_mpi, "gloo": _sendrecv_gloo},
+        ops=(NO_OP,), checked=lambda rank, p, root: rank < 2,
+        time_scale=0.5, min_ranks=2,
+        peer_calls={"mpi": "Send / Recv", "gloo": "send / recv"},
+    ),
+}
+
+COLLECTIVE_ALIASES = {
+    "all_reduce": "allreduce", "bcast": "broadcast", "all_gather": "allgather",
+    "reduce_scatter": "reducescatter", "reduce-scatter": "reducescatter",
+    "all_to_all": "alltoall", "alltoallv": "alltoall", "sendrecv": "sendrecv",
+    "send_recv": "sendrecv", "p2p": "sendrecv", "pingpong": "sendrecv", "ping-pong": "sendrecv",
 }
 
 PEERS = ("mpi", "gloo")
@@ -397,7 +815,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Definitions", 1)[1].join(("Definitions", "")) if __doc__ else None,
     )
     ap.add_argument("-C", "--collective", default="allreduce",
-                    help="collective(s), comma list or 'all' (%s)" % ", ".join(COLLECTIVES))
+                    help="collective(s), comma list or 'all' (%s; default allreduce)" % ", ".join(COLLECTIVES))
     ap.add_argument("-b", "--minbytes", type=parse_size, default=8, help="smallest size (default 8)")
     ap.add_argument("-e", "--maxbytes", type=parse_size, default=64 * MIB,
                     help="largest size (default 64M; K/M/G suffixes)")
@@ -415,10 +833,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-c", "--check", type=int, choices=(0, 1), default=1,
                     help="1: count wrong elements against the closed-form result (default 1)")
     ap.add_argument("-a", "--algorithm", default="auto",
-                    help="ringcomm algorithm(s), comma list; 'all' = every algorithm plus auto (default auto)")
+                    help="ringcomm algorithm(s), comma list; 'all' = every algorithm of the collective plus"
+                         " auto (default auto); names a collective lacks are left out of its columns")
+    ap.add_argument("--root", type=int, default=0,
+                    help="root rank of broadcast, reduce, gather and scatter (default 0)")
     ap.add_argument("--peers", default="mpi",
                     help="peers in the same run, comma list of mpi, gloo, or 'none' (default mpi)")
     ap.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON (rank 0)")
+    ap.add_argument("--plot", metavar="FILE.png", default=None,
+                    help="also draw busbw vs size for every column, one panel per table (rank 0; needs matplotlib)")
+    pg = ap.add_mutually_exclusive_group()
+    pg.add_argument("--progress", dest="progress", action="store_true", default=None,
+                    help="progress bar on stderr (rank 0) even when it is not a terminal")
+    pg.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="no progress bar (default: on when the launcher's stderr is a terminal)")
     return ap
 
 
@@ -479,13 +907,14 @@ def _sentinel(bufs: Bufs, expected, op: str, is_float: bool):
 
 
 def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype: str, op: str,
-                 args) -> tuple[int, list[Column]]:
+                 args, root: int = 0) -> tuple[int, list[Column]]:
     from mpi4py import MPI
     p, rank = ctx.size, ctx.rank
     itemsize, is_float = DTYPES[dtype][1], DTYPES[dtype][2]
     count, nsend, nrecv = coll.counts(size, itemsize, p)
     bufs = Bufs(send=alloc(nsend, dtype), recv=alloc(nrecv, dtype), count=count)
-    expected = coll.fill(bufs, rank, p, op, dtype)
+    expected = coll.fill(bufs, rank, p, op, dtype, root)
+    checked = coll.checked(rank, p, root)
     iters = args.iters if args.iters is not None else default_iters(size)
     warmup = args.warmup if args.warmup is not None else default_warmup(size)
 
@@ -497,7 +926,7 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
             runner = coll.runners.get(kind)
             if runner is None:
                 raise NotAvailable(f"no {kind} runner for {coll.name}")
-            col.fn = runner(ctx, bufs, op, algorithm)
+            col.fn = runner(ctx, bufs, op, algorithm, root)
             if kind in coll.in_place:
                 col.reset = lambda: copy_into(bufs.recv, bufs.send)
             else:
@@ -516,7 +945,7 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
             cols.append(col)
             continue
         if args.check and expected is not None:
-            local_wrong = count_wrong(bufs.recv, expected)
+            local_wrong = count_wrong(bufs.recv, expected) if checked else 0
             col.wrong = ctx.mpi.allreduce(local_wrong, op=MPI.SUM)
         if kind in coll.in_place:
             col.reset()
@@ -548,7 +977,7 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
     worst = np.empty_like(local)
     ctx.mpi.Allreduce(local, worst, op=MPI.MAX)
     for j, col in enumerate(live):
-        col.times = worst[:, j].tolist()
+        col.times = (worst[:, j] * coll.time_scale).tolist()
     return count, cols
 
 
@@ -570,7 +999,7 @@ def _loadavg() -> str:
         return "?"
 
 
-def header_lines(ctx, args, argv, colls, columns_spec, peers) -> list[str]:
+def header_lines(ctx, args, argv, colls, peers) -> list[str]:
     import ringcomm
     from mpi4py import MPI
     version = getattr(ringcomm, "__version__", "unknown")
@@ -592,12 +1021,14 @@ def header_lines(ctx, args, argv, colls, columns_spec, peers) -> list[str]:
         f"# command: python -m ringcomm.bench {shlex.join(argv)}".rstrip(),
         f"# sizes {format_size(args.minbytes)} .. {format_size(args.maxbytes)} x{args.stepfactor}"
         f"  iters {it}  warmup {wu}  repeats {args.repeats} (median of max-over-ranks)  check {args.check}",
-        f"# ringcomm columns: {', '.join(l for l, k, _ in columns_spec if k == 'ringcomm')}"
-        f"   peers: {', '.join(peers) if peers else 'none'}   (mpi: {mpi_lib})",
+        f"# ringcomm algorithms: {args.algorithm}   peers: {', '.join(peers) if peers else 'none'}"
+        f"   (mpi: {mpi_lib})",
         "# GB/s = 1e9 B/s; busbw = algbw * factor(p); best/<peer> = ringcomm's best busbw / the peer's",
     ]
-    if "gloo" in peers:
-        lines.append("# gloo all_reduce runs in place (its input copied into the output once before timing)")
+    if any(c.rooted for c in colls):
+        lines.append(f"# root {args.root} (broadcast, reduce, gather, scatter)")
+    if any(c.name == "sendrecv" for c in colls):
+        lines.append("# sendrecv: ping-pong between ranks 0 and 1 (others idle); time = half the round trip")
     return lines
 
 
@@ -647,6 +1078,206 @@ def row_line(size, count, dtype, op, cols, factor, peers) -> tuple[str, dict]:
     return line, stats
 
 
+def section_lines(coll, dtype, op, ctx, root, columns_spec, peers) -> list[str]:
+    factor = coll.busbw_factor(ctx.size)
+    where = f"  root {root}" if coll.rooted else ""
+    lines = [f"# {coll.name}  {dtype}  {op}{where}  ranks {ctx.size}  busbw factor {factor:.4g}"
+             f"  size = {_SIZE_RULE.get(coll.name, 'the buffer')}"]
+    calls = [f"{k}: {coll.peer_calls[k]}" for k in peers if k in coll.peer_calls]
+    if calls:
+        lines.append("# peers call  " + ";  ".join(calls))
+    in_place = [k for k in coll.in_place if k == "ringcomm" or k in peers]
+    if in_place:
+        lines.append(f"# in place (input copied into the output once before timing): {', '.join(in_place)}")
+    return lines + table_header(columns_spec, peers)
+
+
+_SIZE_RULE = {
+    "allgather": "p * count (the receive buffer)", "gather": "p * count (the root's receive buffer)",
+    "reducescatter": "p * count (the send buffer)", "scatter": "p * count (the root's send buffer)",
+    "alltoall": "p * count (the send buffer)", "sendrecv": "one message",
+}
+
+
+def ringcomm_columns(ringcomm, coll: Collective, spec: str) -> tuple[list[str], str]:
+    """(ringcomm algorithm columns for coll, note) from the -a argument."""
+    if coll.algorithms is None:
+        return [""], ""          # one column, no algorithm choice
+    known = None
+    for call in ((lambda: ringcomm.algorithms(coll.algorithms)),
+                 (lambda: ringcomm.algorithms(coll.algorithms.replace("_", ""))),
+                 (lambda: ringcomm.algorithms() if coll.name == "allreduce" else None)):
+        try:
+            known = call()
+        except Exception:
+            continue
+        if known is not None:
+            known = [str(a) for a in known]
+            break
+    if spec.strip().lower() == "all":
+        if known is None:
+            return ["auto"], f"{coll.name}: ringcomm.algorithms({coll.algorithms!r}) failed; auto only"
+        return [a for a in known if a != "auto"] + ["auto"], ""
+    wanted = _list(spec)
+    if known is None:
+        return wanted, ""
+    keep = [a for a in wanted if a == "auto" or a in known]
+    left = [a for a in wanted if a not in keep]
+    note = ""
+    if left:
+        note = (f"{coll.name}: no algorithm {', '.join(left)} (it has {', '.join(known) or 'none'})")
+    return keep or ["auto"], note
+
+
+# --------------------------------------------------------------------------
+# progress bar (stderr, rank 0)
+# --------------------------------------------------------------------------
+
+def _launcher_stderr_is_tty() -> bool:
+    """Is the stderr that the user sees a terminal?
+
+    Under mpirun a rank's stderr is a pipe to the launcher (MPICH's hydra,
+    Open MPI's orted), which copies it to its own stderr: walk up the
+    process tree past the pipes (Linux /proc) and look at the first stderr
+    that is not one.
+    """
+    try:
+        if os.isatty(2):
+            return True
+    except OSError:  # pragma: no cover
+        return False
+    pid = os.getpid()
+    for _ in range(6):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/2")
+        except OSError:
+            return False
+        if not target.startswith(("pipe:", "socket:")):
+            return target.startswith(("/dev/pts/", "/dev/tty", "/dev/console"))
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid <= 1:
+            return False
+    return False
+
+
+class Progress:
+    """One status line on stderr, redrawn in place; cleared around table output.
+
+    On a terminal it is redrawn at most every 0.2 s and only once the sweep
+    has run 1 s; when forced on for a file or pipe it writes one line per
+    finished table instead (log friendly).
+    """
+
+    def __init__(self, total: int, enabled: bool, tty: bool):
+        self.total, self.enabled, self.tty = max(total, 1), enabled, tty
+        self.done, self.t0, self.last, self.shown = 0, time.perf_counter(), 0.0, False
+        self.text = ""
+
+    def _line(self) -> str:
+        el = time.perf_counter() - self.t0
+        frac = self.done / self.total
+        eta = el / frac - el if frac > 0 else 0.0
+        width = 24
+        fill = int(round(width * frac))
+        return (f"[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
+                f"{100 * frac:3.0f}%  {self.text}  elapsed {el:.0f}s  eta {eta:.0f}s")
+
+    def clear(self) -> None:
+        if self.enabled and self.tty and self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def draw(self, force: bool = False) -> None:
+        if not (self.enabled and self.tty):
+            return
+        now = time.perf_counter()
+        if not force and (now - self.t0 < 1.0 or now - self.last < 0.2):
+            return
+        self.last = now
+        sys.stderr.write("\r\033[K" + self._line())
+        sys.stderr.flush()
+        self.shown = True
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        self.draw(force=self.shown)
+
+    def section_done(self) -> None:
+        if self.enabled and not self.tty:
+            sys.stderr.write(self._line() + "\n")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        self.clear()
+        self.enabled = False
+
+
+# --------------------------------------------------------------------------
+# plot
+# --------------------------------------------------------------------------
+
+MATPLOTLIB_MISSING = ("ringcomm.bench: --plot needs matplotlib, which is not installed here; "
+                      "install it with:  pip install matplotlib")
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_plot(path: str, sections: list[dict], ranks: int) -> None:
+    """busbw vs size (log2 x), one panel per table, one line per column."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    sections = [s for s in sections if any(s["series"].values())]
+    if not sections:
+        return
+    ncols = 1 if len(sections) == 1 else 2
+    nrows = (len(sections) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 4.6 * nrows), squeeze=False)
+
+    def fmt_bytes(x, _pos):
+        x = int(round(x))
+        for unit, mult in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+            if x >= mult:
+                return f"{x / mult:g}{unit}"
+        return str(x)
+
+    for ax, sec in zip(axes.flat, sections):
+        for label, pts in sec["series"].items():
+            pts = [(s, b) for s, b in pts if s > 0]
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            peer = label in PEERS
+            ax.plot(xs, ys, marker="o", markersize=3, linestyle="--" if peer else "-",
+                    label=label if peer or label == "ringcomm" else f"ringcomm {label}")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(fmt_bytes))
+        ax.set_xlabel("size (B)")
+        ax.set_ylabel("busbw (GB/s)")
+        ax.set_title(sec["title"], fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(sections):]:
+        ax.set_visible(False)
+    fig.suptitle(f"ringcomm.bench, {ranks} ranks (busbw = algbw x factor(p), GB = 1e9 B)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
@@ -667,21 +1298,15 @@ def main(argv=None) -> int:
         raise SystemExit("ringcomm.bench needs mpi4py (it times and reduces timings through MPI)")
     import ringcomm
 
-    colls = [COLLECTIVES[n] for n in _expand(args.collective, COLLECTIVES, what="collective")]
+    colls = [COLLECTIVES[n] for n in _expand(args.collective, COLLECTIVES, COLLECTIVE_ALIASES,
+                                             what="collective")]
     dtypes = _expand(args.dtype, DTYPES, DTYPE_ALIASES, what="dtype")
     ops = _expand(args.op, ALL_OPS, what="op")
     peers = [] if args.peers.strip().lower() in ("none", "") else _expand(args.peers, PEERS, what="peer")
-    if args.algorithm.strip().lower() == "all":
-        try:
-            algos = list(ringcomm.algorithms())
-        except AttributeError:
-            algos = ["ring", "tree"]
-        algos = [a for a in algos if a != "auto"] + ["auto"]
-    else:
-        algos = _list(args.algorithm)
-    columns_spec = [(a, "ringcomm", a) for a in algos] + [(p, p, "") for p in peers]
 
     world = MPI.COMM_WORLD
+    if not 0 <= args.root < world.Get_size():
+        raise SystemExit(f"ringcomm.bench: --root {args.root} is not a rank (0 .. {world.Get_size() - 1})")
     if hasattr(ringcomm, "Communicator") and hasattr(ringcomm.Communicator, "from_mpi"):
         rc = ringcomm.Communicator.from_mpi(world)
     else:
@@ -691,88 +1316,127 @@ def main(argv=None) -> int:
         raise SystemExit(f"ringcomm.bench: ringcomm says rank {rc.rank}/{rc.size}, MPI {ctx.rank}/{ctx.size}")
     root = ctx.rank == 0
 
-    def out(line=""):
-        if root:
-            print(line, flush=True)
-
     sizes = []
     s = args.minbytes
     while s <= args.maxbytes:
         sizes.append(s)
         s = s * args.stepfactor if s > 0 else 1
 
-    for line in header_lines(ctx, args, argv, colls, columns_spec, peers):
+    # the tables to run: (collective, dtype, op, ringcomm algorithm columns)
+    skipped, plan = [], []
+    for coll in colls:
+        if ctx.size < coll.min_ranks:
+            skipped.append(f"{coll.name} needs at least {coll.min_ranks} ranks")
+            continue
+        algos, note = ringcomm_columns(ringcomm, coll, args.algorithm)
+        if note:
+            skipped.append(note)
+        for dtype in dtypes:
+            is_float = DTYPES[dtype][2]
+            for op in (ops if coll.reduces else [NO_OP]):
+                if op == "avg" and not is_float or op in ("band", "bor", "bxor") and is_float:
+                    if len(dtypes) == 1 or len(ops) == 1:
+                        skipped.append(f"op {op} is not defined for {dtype}")
+                    continue
+                if op not in coll.ops:
+                    continue
+                plan.append((coll, dtype, op, algos))
+
+    progress_on = args.progress if args.progress is not None else _launcher_stderr_is_tty()
+    progress = Progress(len(plan) * len(sizes), enabled=root and progress_on,
+                        tty=sys.stderr.isatty() or _launcher_stderr_is_tty())
+
+    def out(line=""):
+        if root:
+            shown = progress.shown
+            progress.clear()
+            print(line, flush=True)
+            if shown:
+                progress.draw(force=True)
+
+    for line in header_lines(ctx, args, argv, colls, peers):
         out(line)
+    want_plot = bool(args.plot)
+    if want_plot and not _have_matplotlib():
+        want_plot = False
+        if root:
+            print(MATPLOTLIB_MISSING, file=sys.stderr, flush=True)
+        out(f"# note: no plot: matplotlib is not installed (pip install matplotlib)")
     if "gloo" in peers:
         try:
             ctx.gloo()
         except NotAvailable as e:
             out(f"# note: gloo skipped: {e}")
             peers = [p for p in peers if p != "gloo"]
-            columns_spec = [c for c in columns_spec if c[1] != "gloo"]
+    for note in dict.fromkeys(skipped):
+        out(f"# skipped: {note}")
     t_start = time.perf_counter()
 
-    results, notes = [], {}
+    results, notes, plot_sections = [], {}, []
     total_wrong, inexact = 0, set()
-    busbw_sum = {c[0]: [] for c in columns_spec}
+    busbw_sum = {}
     best_sum, ratio_logs = [], {p: [] for p in peers}
     try:
-        for coll in colls:
+        for coll, dtype, op, algos in plan:
             factor = coll.busbw_factor(ctx.size)
-            for dtype in dtypes:
-                is_float = DTYPES[dtype][2]
-                for op in ops:
-                    if op == "avg" and not is_float or op in ("band", "bor", "bxor") and is_float:
-                        if len(dtypes) == 1 or len(ops) == 1:
-                            out(f"\n# skipped: op {op} is not defined for {dtype}")
-                        continue
-                    if op not in coll.ops:
-                        continue
-                    if not pattern_period(op, ctx.size, dtype)[1]:
-                        inexact.add(f"{dtype}/{op}")
-                    out()
-                    out(f"# {coll.name}  {dtype}  {op}  ranks {ctx.size}  busbw factor {factor:.4g}")
-                    for line in table_header(columns_spec, peers):
-                        out(line)
-                    for size in sizes:
-                        try:
-                            count, cols = measure_size(ctx, coll, columns_spec, size, dtype, op, args)
-                        except NotAvailable as e:
-                            out(f"# {dtype}: {e}")
-                            break
-                        # like nccl-tests: the size column is what the counts move
-                        size = coll.size_of(count, DTYPES[dtype][1], ctx.size)
-                        line, stats = row_line(size, count, dtype, op, cols, factor, peers)
-                        out(line)
-                        rc_best = None
-                        for col in cols:
-                            if col.note:
-                                notes.setdefault(f"{col.label}: {col.note}", None)
-                            if col.wrong:
-                                total_wrong += col.wrong
-                            if col.label in stats:
-                                t, algbw, busbw = stats[col.label]
-                                busbw_sum[col.label].append(busbw)
-                                if col.is_ringcomm:
-                                    rc_best = max(rc_best or 0.0, busbw)
-                            results.append({
-                                "collective": coll.name, "size": size, "count": count, "dtype": dtype,
-                                "op": op, "column": col.label, "kind": col.kind,
-                                "algorithm": col.algorithm or None, "ok": col.ok,
-                                "note": col.note or None,
-                                "time_us": stats[col.label][0] * 1e6 if col.label in stats else None,
-                                "algbw_GBps": stats[col.label][1] if col.label in stats else None,
-                                "busbw_GBps": stats[col.label][2] if col.label in stats else None,
-                                "wrong": col.wrong, "rep_times_us": [t * 1e6 for t in col.times],
-                                "iters": col.iters,
-                            })
-                        if rc_best is not None:
-                            best_sum.append(rc_best)
-                        rc_times = [stats[c.label][0] for c in cols if c.is_ringcomm and c.label in stats]
-                        for peer in peers:
-                            if rc_times and peer in stats and stats[peer][0] > 0:
-                                ratio_logs[peer].append(math.log(stats[peer][0] / min(rc_times)))
+            columns_spec = [(a or "ringcomm", "ringcomm", a) for a in algos] + [(p, p, "") for p in peers]
+            if coll.reduces and not pattern_period(op, ctx.size, dtype)[1]:
+                inexact.add(f"{coll.name}/{dtype}/{op}")
+            out()
+            for line in section_lines(coll, dtype, op, ctx, args.root, columns_spec, peers):
+                out(line)
+            where = f" root {args.root}" if coll.rooted else ""
+            section = {"title": f"{coll.name} {dtype}{'' if op == NO_OP else ' ' + op}{where}",
+                       "series": {c[0]: [] for c in columns_spec}}
+            plot_sections.append(section)
+            for k, size in enumerate(sizes):
+                progress.text = f"{coll.name} {dtype} {op} {format_size(size)}"
+                progress.draw()
+                try:
+                    count, cols = measure_size(ctx, coll, columns_spec, size, dtype, op, args, args.root)
+                except NotAvailable as e:
+                    out(f"# {dtype}: {e}")
+                    progress.step(len(sizes) - k)
+                    break
+                # like nccl-tests: the size column is what the counts move
+                size = coll.size_of(count, DTYPES[dtype][1], ctx.size)
+                line, stats = row_line(size, count, dtype, op, cols, factor, peers)
+                out(line)
+                progress.step()
+                rc_best = None
+                for col in cols:
+                    if col.note:
+                        notes.setdefault(f"{coll.name} {col.label}: {col.note}", None)
+                    if col.wrong:
+                        total_wrong += col.wrong
+                    if col.label in stats:
+                        t, algbw, busbw = stats[col.label]
+                        busbw_sum.setdefault(col.label, []).append(busbw)
+                        section["series"][col.label].append((size, busbw))
+                        if col.is_ringcomm:
+                            rc_best = max(rc_best or 0.0, busbw)
+                    results.append({
+                        "collective": coll.name, "size": size, "count": count, "dtype": dtype,
+                        "op": op, "root": args.root if coll.rooted else None,
+                        "column": col.label, "kind": col.kind,
+                        "algorithm": col.algorithm or None, "ok": col.ok,
+                        "note": col.note or None,
+                        "time_us": stats[col.label][0] * 1e6 if col.label in stats else None,
+                        "algbw_GBps": stats[col.label][1] if col.label in stats else None,
+                        "busbw_GBps": stats[col.label][2] if col.label in stats else None,
+                        "busbw_factor": factor,
+                        "wrong": col.wrong, "rep_times_us": [t * 1e6 for t in col.times],
+                        "iters": col.iters,
+                    })
+                if rc_best is not None:
+                    best_sum.append(rc_best)
+                rc_times = [stats[c.label][0] for c in cols if c.is_ringcomm and c.label in stats]
+                for peer in peers:
+                    if rc_times and peer in stats and stats[peer][0] > 0:
+                        ratio_logs[peer].append(math.log(stats[peer][0] / min(rc_times)))
+            progress.section_done()
     finally:
+        progress.finish()
         ctx.close()
 
     elapsed = time.perf_counter() - t_start
@@ -793,6 +1457,13 @@ def main(argv=None) -> int:
             out(f"#   best/{peer} busbw  : geomean {math.exp(sum(logs) / len(logs)):.2f}x"
                 f"  (min {math.exp(min(logs)):.2f}x, max {math.exp(max(logs)):.2f}x)")
     out(f"# sweep time {elapsed:.1f} s")
+
+    if root and want_plot:
+        try:
+            write_plot(args.plot, plot_sections, ctx.size)
+            out(f"# plot: {args.plot}")
+        except Exception as e:  # a plot must not lose the table
+            out(f"# plot failed: {type(e).__name__}: {e}")
     out()
 
     if root and args.json:
@@ -801,8 +1472,10 @@ def main(argv=None) -> int:
             "isa": getattr(getattr(ringcomm, "_core", None), "reduce_isa", lambda: None)(),
             "ranks": ctx.size, "host": platform.node(), "cpus": os.cpu_count(),
             "argv": argv, "repeats": args.repeats, "check": args.check,
-            "columns": [c[0] for c in columns_spec], "peers": peers,
-            "timing": "median over repeats of (max over ranks of per-rank average per call)",
+            "collectives": [c.name for c in colls], "root": args.root,
+            "columns": list(dict.fromkeys(r["column"] for r in results)), "peers": peers,
+            "timing": "median over repeats of (max over ranks of per-rank average per call);"
+                      " sendrecv: half the round trip",
             "avg_busbw_GBps": avg_best, "wrong": total_wrong,
         }
         with open(args.json, "w") as f:

@@ -133,3 +133,5 @@ cdef extern from "ringcomm.h" nogil:
     rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dtype_t dt)
     const char *rc_coll_algo_name(rc_coll_t coll, int i)
     const char *rc_coll_name(int coll)
+
+    rc_status_t rc_fuzz_check(int kind, const void *data, size_t len)
