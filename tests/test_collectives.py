@@ -7,17 +7,22 @@ inputs left alone, in-place and out-of-place forms, numpy/torch/memoryview
 buffers; see its docstring) and aborts the whole job on the first failure.
 What each job covers is in its docstring; together, at 1, 2, 3 and 4 ranks:
 
-* every collective x dtype (bool for the copy collectives) x op x every
-  algorithm in ringcomm.algorithms(coll) plus "auto" x every root, at counts
-  0, 1, 3, P-1, 17, 1000 (full cross product, buffer variant rotating);
+* every collective x dtype (bool for the copy collectives) x op x count
+  (0, 1, 3, P-1, 17, 1000) x every root, each case running every algorithm
+  in ringcomm.algorithms(coll) plus "auto" (at one root, the others with a
+  rotating algorithm, so every algorithm x root pair recurs across cases);
 * count 100003 (not divisible by 2, 3 or 4) with each collective, dtype and
   op, algorithms/roots/variants round robin;
 * RINGCOMM_CHUNK_BYTES=256 so small buffers cross many pipeline chunks, and
   RINGCOMM_NSLOTS=2 so the slot ring wraps many times;
+* the worker asserts that its plan ran every algorithm, root and buffer
+  variant it was given, so a change to the rotation cannot silently drop one;
 * bad arguments on every rank raise before communicating, naming the argument;
 * async_op=True requests waited in shuffled orders or polled with test().
 
-Runtime budget: the whole file ~4 minutes on 2 cores (4 ranks oversubscribe).
+Runtime budget: the whole file under ~4 minutes on 2 cores (4 ranks
+oversubscribe); about 2m45s measured with a load average of 6 from other jobs.
+Most of a job's time is importing torch in every rank, hence few, broad jobs.
 """
 
 import pytest
