@@ -1,6 +1,10 @@
 """mismatch: one rank calls allreduce with a different count, dtype or op.
 
-(Also: a different explicit algorithm, and barrier against allreduce.)
+(Also: a different explicit algorithm, barrier against allreduce, and for
+the other collectives: different roots, different collectives, different
+counts and ops.)  A rank whose part of a call is only sending may return
+before its peers find the mismatch; it raises at its next call, so those
+scenarios follow the call with a barrier.
 
 Every rank must raise RingcommError with status_name RC_ERR_MISMATCH (status
 -7) -- not hang, not time out, not return garbage.  After each scenario the
@@ -78,10 +82,57 @@ def s_barrier_vs_allreduce(r):
     return (None if r == 0 else np.ones(10, np.float32)), "sum"
 
 
+# Scenarios of the other collectives: function(rank) -> callable(comm)
+def s_broadcast_root(r):
+    x = np.ones(1000, np.float32)
+    return lambda comm: comm.broadcast(x, root=1 if r == odd_rank() else 0)
+
+
+def s_reduce_root(r):
+    x = np.ones(100_000, np.float64)
+    return lambda comm: comm.reduce(x, root=odd_rank() if r == 0 else 0)
+
+
+def s_gather_root(r):
+    x = np.ones(10, np.int32)
+    root = 1 if r == odd_rank() else 0
+    return lambda comm: comm.gather(x, np.empty(10 * SIZE, np.int32), root=root)
+
+
+def s_broadcast_vs_allreduce(r):
+    x = np.ones(500, np.float32)
+    return lambda comm: comm.broadcast(x) if r == 0 else comm.allreduce(x)
+
+
+def s_allgather_vs_alltoall(r):
+    x, y = np.ones(4 * SIZE, np.float32), np.empty(4 * SIZE * SIZE, np.float32)
+    return lambda comm: (comm.alltoall(y, np.empty_like(y)) if r == odd_rank()
+                         else comm.allgather(x, y))
+
+
+def s_allgather_count(r):
+    n = 7 if r == odd_rank() else 8
+    return lambda comm: comm.allgather(np.ones(n, np.int64), np.empty(n * SIZE, np.int64))
+
+
+def s_reduce_scatter_op(r):
+    x, y = np.ones(64 * SIZE, np.float32), np.empty(64, np.float32)
+    return lambda comm: comm.reduce_scatter(x, y, op="max" if r == 0 else "sum")
+
+
+def s_scatter_dtype(r):
+    dt = np.float64 if r == odd_rank() else np.int64
+    return lambda comm: comm.scatter(np.ones(3 * SIZE, dt) if r == 0 else None,
+                                     np.empty(3, dt), root=0)
+
+
 SCENARIOS = {f.__name__[2:]: f for f in (s_count, s_count_big, s_count_rank0, s_count_zero,
                                          s_dtype_same_bytes, s_dtype_same_size, s_dtype_bf16,
                                          s_op, s_op_avg, s_op_bitwise, s_algorithm,
-                                         s_barrier_vs_allreduce)}
+                                         s_barrier_vs_allreduce, s_broadcast_root,
+                                         s_reduce_root, s_gather_root, s_broadcast_vs_allreduce,
+                                         s_allgather_vs_alltoall, s_allgather_count,
+                                         s_reduce_scatter_op, s_scatter_dtype)}
 
 
 def check_fresh_comm_works():
@@ -98,9 +149,15 @@ def main():
     outcomes = {}
     for name in names:
         comm = ringcomm.Communicator.from_mpi(WORLD)
-        buf, op, *algo = SCENARIOS[name](RANK)
+        scenario = SCENARIOS[name](RANK)
         t0 = time.monotonic()
         try:
+            if callable(scenario):
+                scenario(comm)
+                comm.barrier()  # send-only parts raise here at the latest
+                outcome = "returned normally"
+                raise StopIteration
+            buf, op, *algo = scenario
             if buf is None:
                 comm.barrier()
             else:
@@ -110,6 +167,8 @@ def main():
             outcome = f"{e.status_name} ({e.status}): {e}"
             if e.status_name == "RC_ERR_MISMATCH" and e.status == -7:
                 outcome = "RC_ERR_MISMATCH"
+        except StopIteration:
+            pass
         except Exception as e:  # noqa: BLE001 - reported below
             outcome = f"{type(e).__name__}: {e}"
         dt = time.monotonic() - t0
