@@ -340,7 +340,7 @@ static rc_status_t post_blocks(rc_comm_t *comm, rc_task_t *t, rc_request_t **req
         int big_send = sblocks > rblocks;
         const char *big = big_send ? t->sendbuf : t->recvbuf;
         const void *small = big_send ? (const void *)t->recvbuf : t->sendbuf;
-        int in_place = in_place_ok && sblocks != rblocks &&
+        int in_place = in_place_ok &&
                        small == (const void *)(big + (uint64_t)comm->rank * blk);
         NEED(in_place || !overlap(t->sendbuf, ns, t->recvbuf, nr),
              "%s: sendbuf and recvbuf overlap%s", name,

@@ -37,6 +37,7 @@
 #include "transport/transport.h"
 
 #define RC_P2P_RTS 1 /* descriptor algo: the payload is {address, length} */
+#define RC_P2P_MAX_ACKS 64 /* the transport's ack flags per (sender, receiver) */
 
 typedef struct unexp {
     int src, tag;
@@ -59,6 +60,7 @@ typedef struct {
 struct rc_p2p {
     rc_request_t **sendq, **sendq_tail; /* [dest]: sends in post order */
     rc_request_t **acks;                /* [dest]: sent by address, waiting to be read */
+    uint64_t *ack_busy;                 /* [dest]: ack flags (msg mod 64) those hold */
     uint32_t *tx_msg;                   /* [dest]: next message number */
     uint32_t *rx_msg;                   /* [source]: next message number expected */
     rx_cur_t *rx;                       /* [source]: the message being received */
@@ -73,12 +75,13 @@ rc_status_t rc_p2p_init(rc_comm_t *comm) {
         e->sendq = calloc(p, sizeof *e->sendq);
         e->sendq_tail = calloc(p, sizeof *e->sendq_tail);
         e->acks = calloc(p, sizeof *e->acks);
+        e->ack_busy = calloc(p, sizeof *e->ack_busy);
         e->tx_msg = calloc(p, sizeof *e->tx_msg);
         e->rx_msg = calloc(p, sizeof *e->rx_msg);
         e->rx = calloc(p, sizeof *e->rx);
     }
     comm->p2p = e;
-    if (!e || !e->sendq || !e->sendq_tail || !e->acks || !e->tx_msg || !e->rx_msg || !e->rx)
+    if (!e || !e->sendq || !e->sendq_tail || !e->acks || !e->ack_busy || !e->tx_msg || !e->rx_msg || !e->rx)
         return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     return RC_OK;
 }
@@ -100,6 +103,7 @@ void rc_p2p_free(rc_comm_t *comm) {
     free(e->sendq);
     free(e->sendq_tail);
     free(e->acks);
+    free(e->ack_busy);
     free(e->tx_msg);
     free(e->rx_msg);
     free(e->rx);
@@ -127,6 +131,7 @@ void rc_p2p_fail_all(rc_comm_t *comm, rc_status_t st) {
             e->acks[q] = r->next;
             finish(comm, r, st);
         }
+        e->ack_busy[q] = 0;
         if (e->rx[q].req) finish(comm, e->rx[q].req, st);
         memset(&e->rx[q], 0, sizeof e->rx[q]);
     }
@@ -182,6 +187,10 @@ static int progress_send(rc_comm_t *comm, int dest) {
     struct rc_p2p *e = comm->p2p;
     int moved = 0;
     for (rc_request_t *r; (r = e->sendq[dest]) != NULL;) {
+        /* Acks are flags by message number mod RC_P2P_MAX_ACKS: when an
+         * earlier by-address send still holds this message's flag, stream it. */
+        uint64_t flag = 1ull << (r->msg % RC_P2P_MAX_ACKS);
+        if (r->rts && (e->ack_busy[dest] & flag)) r->rts = 0;
         if (r->rts) {
             /* one chunk: where the data is; the receiver reads it */
             void *slot;
@@ -205,6 +214,7 @@ static int progress_send(rc_comm_t *comm, int dest) {
             if (!e->sendq[dest]) e->sendq_tail[dest] = NULL;
             r->next = e->acks[dest];
             e->acks[dest] = r;
+            e->ack_busy[dest] |= flag;
             moved++;
             continue;
         }
@@ -246,6 +256,7 @@ static int progress_acks(rc_comm_t *comm, int dest) {
         rc_request_t *r = *pp;
         if (comm->tp->ack_take(comm, dest, r->msg)) {
             *pp = r->next;
+            e->ack_busy[dest] &= ~(1ull << (r->msg % RC_P2P_MAX_ACKS));
             r->off = r->bytes;
             finish(comm, r, RC_OK);
             moved++;

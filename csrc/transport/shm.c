@@ -141,7 +141,7 @@ static void futex_wake(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-#define SHM_ACK_FLAGS 64 /* per (sender, receiver): one cache line of flags */
+#define SHM_ACK_FLAGS 64 /* per (sender, receiver): one cache line of flags (p2p.c's RC_P2P_MAX_ACKS) */
 
 static size_t shm_acks_off(int p) { return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t); }
 
@@ -472,6 +472,9 @@ static rc_status_t shm_cma_read(rc_comm_t *comm, int peer, void *dst, uint64_t r
         size_t n = len < (1u << 30) ? len : (1u << 30);
         struct iovec lv = {d, n}, rv = {(void *)(uintptr_t)remote, n};
         ssize_t got = process_vm_readv(pid, &lv, 1, &rv, 1, 0);
+        if (got < 0 && errno == ESRCH)
+            return rc_comm_fail(comm, RC_ERR_PEER_LOST, "rank %d (pid %d) is gone: rank %d was "
+                                "reading its message", peer, (int)pid, comm->rank);
         if (got <= 0)
             return rc_comm_fail(comm, RC_ERR_IO, "rank %d: reading %zu bytes of rank %d's "
                                 "message (pid %d) failed: %s", comm->rank, n, peer, (int)pid,

@@ -62,6 +62,13 @@ cdef dict _COLLS = {lib.rc_coll_name(c).decode(): c
                     for c in range(lib.RC_COLL_ALLREDUCE, lib.RC_COLL_SEND)}
 
 ANY_SOURCE = lib.RC_ANY_SOURCE
+TAG_UB = (1 << 30) - 1   # tags above are ringcomm's own (split)
+
+
+cdef int _check_tag(int tag, bint reserved) except -1:
+    if tag < 0 or (tag > TAG_UB and not reserved):
+        raise ValueError("tag: expected a tag in [0, %d], got %d" % (TAG_UB, tag))
+    return 0
 
 
 def algorithms(collective="allreduce"):
@@ -96,12 +103,18 @@ cdef lib.rc_op_t _op(object op) except *:
     raise ValueError("op: expected one of %s, got %r" % (", ".join(_OPS), op))
 
 
-cdef lib.rc_algo_t _algo(object algorithm) except *:
-    try:
+cdef dict _COLL_ALGOS = {}
+
+
+cdef lib.rc_algo_t _algo(object algorithm, str collective="allreduce") except *:
+    """The algorithm id, if `collective` has that algorithm ("auto" always)."""
+    names = _COLL_ALGOS.get(collective)
+    if names is None:
+        names = _COLL_ALGOS[collective] = ["auto"] + algorithms(collective)
+    if isinstance(algorithm, str) and algorithm in names:
         return _ALGOS[algorithm]
-    except (KeyError, TypeError):
-        raise ValueError("algorithm: expected one of %s, got %r"
-                         % (", ".join(_ALGOS), algorithm)) from None
+    raise ValueError("algorithm: %s has %s, got %r"
+                     % (collective, ", ".join(names), algorithm))
 
 
 # ---------------------------------------------------------------- buffers
@@ -378,6 +391,19 @@ cdef class Communicator:
             raise ValueError("%s: expected %d elements, got %d" % (name, count, b.count))
         return b
 
+    cdef int _blocks_overlap(self, _Buf small, _Buf big, str small_name, bint in_place_ok) except -1:
+        """The small buffer may be this rank's block of the big one (in
+        place) when in_place_ok; any other overlap is an error."""
+        cdef size_t es = lib.rc_dtype_size(big.dt)
+        cdef uintptr_t own = <uintptr_t>big.ptr + <uintptr_t>(self.rank * small.count * es)
+        if small.count == 0 or not _overlap(small, big):
+            return 0
+        if in_place_ok and <uintptr_t>small.ptr == own:
+            return 0
+        raise ValueError("%s: overlaps the other buffer%s" % (small_name,
+                         " (in place means it is exactly this rank's block of it)"
+                         if in_place_ok else ""))
+
     cdef int _root(self, int root, str name="root") except -1:
         if root < 0 or root >= self.size:
             raise ValueError("%s: expected a rank in [0, %d), got %d" % (name, self.size, root))
@@ -407,7 +433,7 @@ cdef class Communicator:
     def broadcast(self, buf, int root=0, algorithm="auto", bint async_op=False):
         """Copy `buf` of rank `root` into `buf` of every rank."""
         cdef lib.rc_comm_t *c = self._ptr()
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "broadcast")
         self._root(root)
         cdef _Buf b = _get_buf(buf, "buf", True)
         cdef lib.rc_request_t *req = NULL
@@ -422,7 +448,7 @@ cdef class Communicator:
         on rank `root`; other ranks' buffers are left unchanged."""
         cdef lib.rc_comm_t *c = self._ptr()
         cdef lib.rc_op_t cop = _op(op)
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "reduce")
         self._root(root)
         cdef bint at_root = self.rank == root
         cdef _Buf bi = _get_buf(buf, "buf", out is None and at_root)
@@ -443,9 +469,10 @@ cdef class Communicator:
         sendbuf in rank order.  In place when sendbuf is recvbuf's block
         `rank`."""
         cdef lib.rc_comm_t *c = self._ptr()
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "allgather")
         cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
         cdef _Buf br = self._like(recvbuf, "recvbuf", bs, bs.count * self.size, True)
+        self._blocks_overlap(bs, br, "sendbuf", True)
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
@@ -458,9 +485,10 @@ cdef class Communicator:
         r receives block r of the result in recvbuf."""
         cdef lib.rc_comm_t *c = self._ptr()
         cdef lib.rc_op_t cop = _op(op)
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "reduce_scatter")
         cdef _Buf br = _get_buf(recvbuf, "recvbuf", True)
         cdef _Buf bs = self._like(sendbuf, "sendbuf", br, br.count * self.size, False)
+        self._blocks_overlap(br, bs, "recvbuf", True)
         _check_op(bs.dt, cop, op)
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = &req if async_op else NULL
@@ -472,12 +500,14 @@ cdef class Communicator:
         """Block j of sendbuf goes to rank j; block i of recvbuf comes from
         rank i (both size x block elements)."""
         cdef lib.rc_comm_t *c = self._ptr()
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "alltoall")
         cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
         if bs.count % self.size:
             raise ValueError("sendbuf: expected a multiple of size=%d elements, got %d"
                              % (self.size, bs.count))
         cdef _Buf br = self._like(recvbuf, "recvbuf", bs, bs.count, True)
+        if bs.count and _overlap(bs, br):
+            raise ValueError("recvbuf: overlaps sendbuf (all-to-all is never in place)")
         cdef uint64_t blk = bs.count // self.size
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = &req if async_op else NULL
@@ -489,7 +519,7 @@ cdef class Communicator:
         """recvbuf (size x len(sendbuf) elements, on `root` only) receives
         every rank's sendbuf in rank order."""
         cdef lib.rc_comm_t *c = self._ptr()
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "gather")
         self._root(root)
         cdef _Buf bs = _get_buf(sendbuf, "sendbuf", False)
         cdef _Buf br = None
@@ -499,6 +529,7 @@ cdef class Communicator:
                 raise TypeError("recvbuf: the root needs a buffer of %d elements, got None"
                                 % (bs.count * self.size))
             br = self._like(recvbuf, "recvbuf", bs, bs.count * self.size, True)
+            self._blocks_overlap(bs, br, "sendbuf", True)
             rp = br.ptr
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = &req if async_op else NULL
@@ -510,7 +541,7 @@ cdef class Communicator:
         """Block i of sendbuf (size x len(recvbuf) elements, on `root` only)
         goes to rank i's recvbuf."""
         cdef lib.rc_comm_t *c = self._ptr()
-        cdef lib.rc_algo_t calgo = _algo(algorithm)
+        cdef lib.rc_algo_t calgo = _algo(algorithm, "scatter")
         self._root(root)
         cdef _Buf br = _get_buf(recvbuf, "recvbuf", True)
         cdef _Buf bs = None
@@ -520,6 +551,7 @@ cdef class Communicator:
                 raise TypeError("sendbuf: the root needs a buffer of %d elements, got None"
                                 % (br.count * self.size))
             bs = self._like(sendbuf, "sendbuf", br, br.count * self.size, False)
+            self._blocks_overlap(br, bs, "recvbuf", True)
             sp = bs.ptr
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = &req if async_op else NULL
@@ -542,17 +574,17 @@ cdef class Communicator:
                              % (name, self.size, " or ANY_SOURCE" if any_ok else "", peer))
         return 0
 
-    def send(self, buf, int dest, int tag=0):
-        """Send `buf` to rank `dest`; returns once the data is in the
-        transport (the receiver may not have it yet)."""
-        self.isend(buf, dest, tag, _blocking=True)
+    def send(self, buf, int dest, int tag=0, *, _reserved=False):
+        """Send `buf` to rank `dest`.  Returns once buf may be reused: small
+        messages once they are in the transport, large ones (single copy)
+        once the receiver has read them."""
+        self.isend(buf, dest, tag, _blocking=True, _reserved=_reserved)
 
-    def isend(self, buf, int dest, int tag=0, _blocking=False):
+    def isend(self, buf, int dest, int tag=0, *, _blocking=False, _reserved=False):
         """Post a send; returns a Request.  Do not modify buf until it completes."""
         cdef lib.rc_comm_t *c = self._ptr()
         self._peer(dest, "dest", False)
-        if tag < 0:
-            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        _check_tag(tag, _reserved)
         cdef _Buf b = _get_buf(buf, "buf", False)
         cdef lib.rc_request_t *req = NULL
         cdef lib.rc_request_t **preq = NULL if _blocking else &req
@@ -560,25 +592,23 @@ cdef class Communicator:
             _check(lib.rc_send(c, b.ptr, b.count, b.dt, dest, tag, preq))
         return self._result(req, (b,), None)
 
-    def recv(self, buf, int source, int tag=0):
+    def recv(self, buf, int source, int tag=0, *, _reserved=False):
         """Receive a message from `source` (or ANY_SOURCE) with `tag` into
         `buf` (same count and dtype as sent); returns the sender's rank."""
         cdef lib.rc_comm_t *c = self._ptr()
         self._peer(source, "source", True)
-        if tag < 0:
-            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        _check_tag(tag, _reserved)
         cdef _Buf b = _get_buf(buf, "buf", True)
         cdef int src = -1
         with nogil:
             _check(lib.rc_recv(c, b.ptr, b.count, b.dt, source, tag, &src, NULL))
         return src
 
-    def irecv(self, buf, int source, int tag=0):
+    def irecv(self, buf, int source, int tag=0, *, _reserved=False):
         """Post a receive; returns a Request (its .source is the sender once done)."""
         cdef lib.rc_comm_t *c = self._ptr()
         self._peer(source, "source", True)
-        if tag < 0:
-            raise ValueError("tag: expected a tag >= 0, got %d" % tag)
+        _check_tag(tag, _reserved)
         cdef _Buf b = _get_buf(buf, "buf", True)
         cdef lib.rc_request_t *req = NULL
         with nogil:

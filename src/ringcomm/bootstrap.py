@@ -151,17 +151,17 @@ def split(parent, color, key=0, timeout=None):
         sends = []
         for m in members:
             if m != me:
-                sends.append(parent.isend(length, m, tag))
-                sends.append(parent.isend(data, m, tag))
+                sends.append(parent.isend(length, m, tag, _reserved=True))
+                sends.append(parent.isend(data, m, tag, _reserved=True))
         out = []
         for m in members:
             if m == me:
                 out.append(obj)
                 continue
             n = np.empty(1, np.int64)
-            parent.recv(n, m, tag)
+            parent.recv(n, m, tag, _reserved=True)
             buf = np.empty(int(n[0]), np.uint8)
-            parent.recv(buf, m, tag)
+            parent.recv(buf, m, tag, _reserved=True)
             out.append(pickle.loads(buf.tobytes()))
         for s in sends:
             s.wait()

@@ -135,6 +135,34 @@ def mixed_with_collectives(comm, n):
     return 1
 
 
+def many_outstanding(comm, n, count=100):
+    """More sends in flight to one peer than the transport has ack flags (64),
+    received in a different order; the sender overwrites each buffer as soon
+    as its request completes, so a send completed too early shows as a wrong
+    message."""
+    if SIZE < 2 or RANK > 1:
+        return 0
+    if RANK == 0:
+        bufs = [payload(0, 1, k, n) for k in range(count)]
+        reqs = [comm.isend(bufs[k], 1, tag=k) for k in range(count)]
+        pending = set(range(count))
+        while pending:
+            for k in list(pending):
+                if reqs[k].test():
+                    bufs[k][:] = -1.0
+                    pending.discard(k)
+    else:
+        last = np.empty(n, np.float32)
+        lreq = comm.irecv(last, 0, tag=count - 1)  # posted first: the rest gets buffered
+        for k in range(count - 1):
+            got = np.empty(n, np.float32)
+            comm.recv(got, 0, tag=k)
+            assert np.array_equal(got, payload(0, 1, k, n)), f"message {k} of {count}"
+        lreq.wait()
+        assert np.array_equal(last, payload(0, 1, count - 1, n))
+    return count
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--large", type=int, default=2_000_003)
@@ -152,6 +180,7 @@ def main():
     n += any_source(comm, 1001)
     n += self_send(comm, 10)
     n += mixed_with_collectives(comm, 4 * chunk + 1)
+    n += many_outstanding(comm, 1 << 15)
     comm.barrier()
     comm.close()
     log("p2p cases", n)

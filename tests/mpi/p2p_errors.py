@@ -24,6 +24,7 @@ def bad_args(comm):
         ("source out of range", ValueError, "source", lambda: comm.recv(x, SIZE + 3)),
         ("negative tag", ValueError, "tag", lambda: comm.send(x, 0, tag=-2)),
         ("negative tag irecv", ValueError, "tag", lambda: comm.irecv(x, 0, tag=-1)),
+        ("reserved tag", ValueError, "tag", lambda: comm.isend(x, 0, tag=ringcomm.TAG_UB + 1)),
         ("read-only recv buffer", ValueError, "buf", lambda: comm.recv(ro, 0)),
         ("None buffer", TypeError, "buf", lambda: comm.send(None, 0)),
         ("non-contiguous", ValueError, "buf", lambda: comm.send(x[::2], 0)),
