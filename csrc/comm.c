@@ -92,6 +92,9 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     c->stream_min = (uint64_t)rc_env_ll("RINGCOMM_STREAM_MIN", 8 << 20);
     c->nslots = (uint32_t)nslots;
     c->check_nan = rc_env_ll("RINGCOMM_CHECK_NAN", 0) != 0;
+    /* Point-to-point messages this large are read straight out of the
+     * sender's buffer (process_vm_readv) where the kernel allows it. */
+    c->cma_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_MIN", 64 * 1024);
     c->tp = rc_transports[0];
     rc_status_t st = c->tp->create(c);
     if (st != RC_OK) {

@@ -109,6 +109,7 @@ struct rc_request {
     uint64_t bytes;                /* message bytes */
     uint64_t off;                  /* bytes moved so far */
     uint64_t chunks;               /* sends: chunks posted so far */
+    int rts;                       /* sends: by address (single copy), awaiting the read */
     uint32_t msg;                  /* message number on its (sender, receiver) stream */
     char err[600];                 /* the error text, for the waiting thread */
 };
@@ -131,6 +132,7 @@ struct rc_comm {
     uint64_t tree_max;             /* auto: tree up to this many bytes */
     uint64_t stream_min;           /* streaming stores for results from this many bytes */
     int check_nan;                 /* RINGCOMM_CHECK_NAN: refuse NaN/inf inputs */
+    uint64_t cma_min;              /* p2p: single copy from this many bytes (0: never) */
     int trace_id;                  /* RINGCOMM_TRACE track of this communicator (0: off) */
     uint32_t seq;                  /* next collective sequence number */
     int connected;

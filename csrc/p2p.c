@@ -19,6 +19,14 @@
  * message whose count or dtype differ from the receive is a mismatch: both
  * calls are named and the communicator fails on every rank.
  *
+ * Single copy: a message of at least comm->cma_min bytes to a peer that can
+ * read this process's memory (the transport's cma_ok) goes as one chunk
+ * flagged algo = RC_P2P_RTS whose 16-byte payload is the buffer's address
+ * and length; the receiver reads the data straight into its buffer (also
+ * from the unexpected list, where such a message costs no copy) and sets
+ * the message's ack; the send completes when the sender sees the ack.  Such
+ * a send waits off the send queue, so later sends to the same peer go on.
+ *
  * Nothing here waits: progress.c's executor calls rc_p2p_progress between
  * (and, through the transport's waits, during) the collectives. */
 #include <stdio.h>
@@ -28,11 +36,16 @@
 #include "p2p.h"
 #include "transport/transport.h"
 
+#define RC_P2P_RTS 1 /* descriptor algo: the payload is {address, length} */
+
 typedef struct unexp {
     int src, tag;
     rc_dtype_t dtype;
     uint64_t count, bytes, off;
     int done;
+    int rts;           /* by address: nothing buffered, read when matched */
+    uint64_t addr;
+    uint32_t msg;
     char *buf;
     struct unexp *next;
 } unexp_t;
@@ -45,6 +58,7 @@ typedef struct {
 
 struct rc_p2p {
     rc_request_t **sendq, **sendq_tail; /* [dest]: sends in post order */
+    rc_request_t **acks;                /* [dest]: sent by address, waiting to be read */
     uint32_t *tx_msg;                   /* [dest]: next message number */
     uint32_t *rx_msg;                   /* [source]: next message number expected */
     rx_cur_t *rx;                       /* [source]: the message being received */
@@ -58,12 +72,13 @@ rc_status_t rc_p2p_init(rc_comm_t *comm) {
     if (e) {
         e->sendq = calloc(p, sizeof *e->sendq);
         e->sendq_tail = calloc(p, sizeof *e->sendq_tail);
+        e->acks = calloc(p, sizeof *e->acks);
         e->tx_msg = calloc(p, sizeof *e->tx_msg);
         e->rx_msg = calloc(p, sizeof *e->rx_msg);
         e->rx = calloc(p, sizeof *e->rx);
     }
     comm->p2p = e;
-    if (!e || !e->sendq || !e->sendq_tail || !e->tx_msg || !e->rx_msg || !e->rx)
+    if (!e || !e->sendq || !e->sendq_tail || !e->acks || !e->tx_msg || !e->rx_msg || !e->rx)
         return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     return RC_OK;
 }
@@ -84,6 +99,7 @@ void rc_p2p_free(rc_comm_t *comm) {
     free_unexp(e);
     free(e->sendq);
     free(e->sendq_tail);
+    free(e->acks);
     free(e->tx_msg);
     free(e->rx_msg);
     free(e->rx);
@@ -106,6 +122,11 @@ void rc_p2p_fail_all(rc_comm_t *comm, rc_status_t st) {
             finish(comm, r, st);
         }
         e->sendq_tail[q] = NULL;
+        while (e->acks[q]) {
+            rc_request_t *r = e->acks[q];
+            e->acks[q] = r->next;
+            finish(comm, r, st);
+        }
         if (e->rx[q].req) finish(comm, e->rx[q].req, st);
         memset(&e->rx[q], 0, sizeof e->rx[q]);
     }
@@ -144,6 +165,7 @@ void rc_p2p_describe(rc_comm_t *comm, char *buf, size_t len) {
     for (int q = 0; q < comm->size; q++) {
         if (e->rx[q].req) return describe_req(e->rx[q].req, buf, len);
         if (e->sendq[q]) return describe_req(e->sendq[q], buf, len);
+        if (e->acks[q]) return describe_req(e->acks[q], buf, len);
     }
     if (e->posted) describe_req(e->posted, buf, len);
 }
@@ -160,6 +182,32 @@ static int progress_send(rc_comm_t *comm, int dest) {
     struct rc_p2p *e = comm->p2p;
     int moved = 0;
     for (rc_request_t *r; (r = e->sendq[dest]) != NULL;) {
+        if (r->rts) {
+            /* one chunk: where the data is; the receiver reads it */
+            void *slot;
+            rc_status_t st = comm->tp->send_acquire(comm, RC_LANE_P2P, dest, &slot, 0);
+            if (st == RC_INPROGRESS) return moved;
+            if (st != RC_OK) return fail(comm, st);
+            uint64_t where[2] = {(uint64_t)(uintptr_t)r->task.sendbuf, r->bytes};
+            memcpy(slot, where, sizeof where);
+            rc_desc_t d;
+            memset(&d, 0, sizeof d);
+            d.seq = r->msg;
+            d.coll = RC_COLL_SEND;
+            d.dtype = (uint8_t)r->task.dtype;
+            d.algo = RC_P2P_RTS;
+            d.count = r->task.count;
+            d.root = r->task.tag;
+            d.bytes = sizeof where;
+            st = comm->tp->send_commit(comm, RC_LANE_P2P, dest, &d);
+            if (st != RC_OK) return fail(comm, st);
+            e->sendq[dest] = r->next;
+            if (!e->sendq[dest]) e->sendq_tail[dest] = NULL;
+            r->next = e->acks[dest];
+            e->acks[dest] = r;
+            moved++;
+            continue;
+        }
         while (r->off < r->bytes || r->chunks == 0) {
             void *slot;
             rc_status_t st = comm->tp->send_acquire(comm, RC_LANE_P2P, dest, &slot, 0);
@@ -186,6 +234,24 @@ static int progress_send(rc_comm_t *comm, int dest) {
         if (!e->sendq[dest]) e->sendq_tail[dest] = NULL;
         finish(comm, r, RC_OK);
         moved++;
+    }
+    return moved;
+}
+
+/* Sends by address whose data the receiver has read. */
+static int progress_acks(rc_comm_t *comm, int dest) {
+    struct rc_p2p *e = comm->p2p;
+    int moved = 0;
+    for (rc_request_t **pp = &e->acks[dest]; *pp;) {
+        rc_request_t *r = *pp;
+        if (comm->tp->ack_take(comm, dest, r->msg)) {
+            *pp = r->next;
+            r->off = r->bytes;
+            finish(comm, r, RC_OK);
+            moved++;
+        } else {
+            pp = &r->next;
+        }
     }
     return moved;
 }
@@ -226,6 +292,10 @@ rc_status_t rc_p2p_desc_check(const rc_desc_t *d, uint32_t expect_msg, int mid_m
     else if (!es) bad = "unknown dtype";
     else if (d->count > (UINT64_MAX / 4) / es) bad = "count too large";
     else if (d->root < 0) bad = "negative tag";
+    else if (d->algo > RC_P2P_RTS) bad = "unknown protocol";
+    else if (d->algo == RC_P2P_RTS && (mid_message || d->bytes != 16))
+        bad = "a by-address message must be one 16-byte chunk";
+    if (!bad && d->algo == RC_P2P_RTS) return RC_OK;
     if (!bad) {
         total = d->count * es;
         if (mid_message && (total != cur_bytes || d->root != cur_tag || cur_off >= cur_bytes))
@@ -241,6 +311,44 @@ rc_status_t rc_p2p_desc_check(const rc_desc_t *d, uint32_t expect_msg, int mid_m
              "bytes, expected %llu)", bad, d->seq, expect_msg, (int)d->root,
              (unsigned long long)d->count, (unsigned)d->dtype, d->bytes, (unsigned long long)want);
     return RC_ERR_INTERNAL;
+}
+
+/* Read a by-address message of `src` into dst and tell the sender. */
+static rc_status_t rts_read(rc_comm_t *comm, int src, void *dst, uint64_t addr, uint64_t bytes,
+                            uint32_t msg) {
+    if (bytes) RC_CHECK(comm->tp->cma_read(comm, src, dst, addr, (size_t)bytes));
+    comm->tp->ack_set(comm, src, msg);
+    return RC_OK;
+}
+
+/* A by-address message (its one chunk is in `in`) now has its receive or
+ * its unexpected entry in cur: read it now, or note where it is. */
+static int rts_arrived(rc_comm_t *comm, int src, rx_cur_t *cur, const rc_desc_t *d,
+                       const void *in) {
+    struct rc_p2p *e = comm->p2p;
+    uint64_t where[2];
+    memcpy(where, in, sizeof where);
+    comm->tp->recv_release(comm, RC_LANE_P2P, src);
+    if (where[1] != cur->bytes || !comm->tp->cma_read)
+        return fail(comm, rc_comm_fail(comm, RC_ERR_INTERNAL,
+                                       "rank %d: corrupt point-to-point stream from rank %d: a "
+                                       "by-address message of %llu bytes announces %llu",
+                                       comm->rank, src, (unsigned long long)cur->bytes,
+                                       (unsigned long long)where[1]));
+    e->rx_msg[src]++;
+    if (cur->req) {
+        rc_status_t st = rts_read(comm, src, cur->req->task.recvbuf, where[0], where[1], d->seq);
+        if (st != RC_OK) return fail(comm, st);
+        cur->req->off = cur->bytes;
+        finish(comm, cur->req, RC_OK);
+    } else {
+        cur->ux->rts = 1;
+        cur->ux->addr = where[0];
+        cur->ux->msg = d->seq;
+        cur->ux->done = 1;
+    }
+    memset(cur, 0, sizeof *cur);
+    return 1;
 }
 
 static int progress_recv(rc_comm_t *comm, int src) {
@@ -288,8 +396,8 @@ static int progress_recv(rc_comm_t *comm, int src) {
                 if (!blocked) return moved;
                 unexp_t *u = calloc(1, sizeof *u);
                 uint64_t bytes = d.count * rc_dtype_size((rc_dtype_t)d.dtype);
-                if (u) u->buf = malloc(bytes ? bytes : 1);
-                if (!u || !u->buf) {
+                if (u && d.algo != RC_P2P_RTS) u->buf = malloc(bytes ? bytes : 1);
+                if (!u || (d.algo != RC_P2P_RTS && !u->buf)) {
                     free(u);
                     return fail(comm, rc_comm_fail(comm, RC_ERR_NO_MEMORY,
                                                    "rank %d: no memory to buffer a %llu-byte "
@@ -308,6 +416,12 @@ static int progress_recv(rc_comm_t *comm, int src) {
                 cur->bytes = bytes;
             }
             cur->off = 0;
+            if (d.algo == RC_P2P_RTS) {
+                int m = rts_arrived(comm, src, cur, &d, in);
+                if (m < 0) return m;
+                moved += m;
+                continue;
+            }
         }
         uint64_t want = d.bytes; /* checked above: the next chunk of this message */
         char *dst = cur->req ? (char *)cur->req->task.recvbuf : cur->ux->buf;
@@ -352,6 +466,14 @@ static rc_status_t post_recv(rc_comm_t *comm, rc_request_t *r) {
     else e->ux = u->next;
     if (e->ux_tail == u) e->ux_tail = prev;
     r->source = u->src;
+    if (u->rts) {
+        rc_status_t st = rts_read(comm, u->src, r->task.recvbuf, u->addr, u->bytes, u->msg);
+        free(u);
+        if (st != RC_OK) return st;
+        r->off = r->bytes;
+        finish(comm, r, RC_OK);
+        return RC_OK;
+    }
     if (u->off) memcpy(r->task.recvbuf, u->buf, u->off);
     if (u->done) {
         r->off = u->bytes;
@@ -386,6 +508,8 @@ rc_status_t rc_p2p_post(rc_comm_t *comm, rc_request_t *r) {
     if (r->task.coll == RC_COLL_SEND) {
         int q = r->task.root;
         r->msg = e->tx_msg[q]++;
+        r->rts = r->bytes && r->bytes >= comm->cma_min && comm->tp->cma_ok &&
+                 comm->tp->cma_ok(comm, q);
         if (e->sendq_tail[q]) e->sendq_tail[q]->next = r;
         else e->sendq[q] = r;
         e->sendq_tail[q] = r;
@@ -411,6 +535,7 @@ int rc_p2p_progress(rc_comm_t *comm) {
             if (m < 0) return m;
             moved += m;
         }
+        if (e->acks[q]) moved += progress_acks(comm, q);
         if (e->rx[q].req || e->rx[q].ux || e->posted) {
             m = progress_recv(comm, q);
             if (m < 0) return m;

@@ -53,12 +53,14 @@ P2P_STATE = struct.Struct("<IiQQiI")
 
 
 def p2p_model(d, expect, mid, cur_bytes, cur_off, cur_tag, chunk):
-    seq, coll, dtype, _, _, count, tag, nbytes = d
+    seq, coll, dtype, _, algo, count, tag, nbytes = d
     if coll != SEND or seq != expect or dtype >= len(DTYPE_SIZES):
         return False
     es = DTYPE_SIZES[dtype]
-    if count > (2**64 - 1) // 4 // es or tag < 0:
+    if count > (2**64 - 1) // 4 // es or tag < 0 or algo > 1:
         return False
+    if algo == 1:  # by address: one 16-byte chunk {address, length}
+        return not mid and nbytes == 16
     total = count * es
     if mid and (total != cur_bytes or tag != cur_tag or cur_off >= cur_bytes):
         return False
@@ -71,8 +73,10 @@ def p2p_model(d, expect, mid, cur_bytes, cur_off, cur_tag, chunk):
            st.integers(0, 3000), st.integers(0, 2**64 - 1)),
        tag=st.integers(-3, 3), nbytes=st.integers(0, 5000), coll=st.sampled_from([SEND, 11, 1]),
        mid=st.booleans(), cur_off=st.integers(0, 9000), cur_tag=st.integers(-1, 3),
-       chunk=st.sampled_from([64, 256, 1024, 4096]), exact=st.booleans())
-def test_p2p_desc(seq, dtype, count, tag, nbytes, coll, mid, cur_off, cur_tag, chunk, exact):
+       chunk=st.sampled_from([64, 256, 1024, 4096]), exact=st.booleans(),
+       algo=st.sampled_from([0, 0, 1, 2]))
+def test_p2p_desc(seq, dtype, count, tag, nbytes, coll, mid, cur_off, cur_tag, chunk, exact,
+                  algo):
     expect = 2
     es = DTYPE_SIZES[dtype] if dtype < len(DTYPE_SIZES) else 1
     cur_bytes = count * es if count < 2**40 else 1000
@@ -81,8 +85,8 @@ def test_p2p_desc(seq, dtype, count, tag, nbytes, coll, mid, cur_off, cur_tag, c
         cur_tag = tag
         mid = mid and cur_bytes > 0   # an empty message has no middle
         cur_off = min(cur_off, cur_bytes - 1) if mid else cur_off
-        nbytes = min((cur_bytes - cur_off) if mid else count * es, chunk)
-    d = (seq, coll, dtype, 0, 0, count, tag, nbytes)
+        nbytes = 16 if algo == 1 else min((cur_bytes - cur_off) if mid else count * es, chunk)
+    d = (seq, coll, dtype, 0, algo, count, tag, nbytes)
     data = DESC.pack(*d) + P2P_STATE.pack(expect, int(mid), cur_bytes, cur_off, cur_tag, chunk)
     verdict = _fuzz_check(P2P_DESC, data)
     want = p2p_model(d, expect, mid, cur_bytes, cur_off, cur_tag, chunk)
@@ -98,7 +102,7 @@ MAGIC = 0x3130484D53435252
 def layout(p, nslots, chunk):
     stride = (32 + chunk + 63) // 64 * 64
     chan = 256 + nslots * stride
-    return stride, chan, 4096 + p * 64 + 2 * p * p * chan
+    return stride, chan, 4096 + p * 64 + p * p * 64 + 2 * p * p * chan
 
 
 @FAST

@@ -14,9 +14,15 @@ def test_p2p(run_mpi, nprocs):
 
 @pytest.mark.parametrize("nprocs", [2, 4])
 def test_p2p_small_chunks(run_mpi, nprocs):
-    """The same with 256-byte chunks and 2 slots: every message streams through many chunks."""
+    """The same with 256-byte chunks, 2 slots and no single copy: every message streams through many chunks."""
     run_mpi(nprocs, "p2p.py", "--large", "100003",
-            env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2"})
+            env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2", "RINGCOMM_CMA_MIN": "0"})
+
+
+@pytest.mark.parametrize("nprocs", [2, 3])
+def test_p2p_all_by_address(run_mpi, nprocs):
+    """RINGCOMM_CMA_MIN=1: every non-empty message is read straight from the sender's buffer (process_vm_readv), incl. unexpected ones."""
+    run_mpi(nprocs, "p2p.py", env={"RINGCOMM_CMA_MIN": "1"})
 
 
 @pytest.mark.parametrize("mode", ["--bad-args", "--mismatch", "--timeout"])

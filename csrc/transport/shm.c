@@ -3,7 +3,8 @@
  * Layout of the segment "/ringcomm-<token>" (created by rank 0, 0600, O_EXCL;
  * unlinked by the last rank to map it, so a crash leaves nothing behind):
  *
- *   [header 4 KiB][rank info: 64 B x p][lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
+ *   [header 4 KiB][rank info: 64 B x p][acks: 64 B x p x p]
+ *   [lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
  *
  * Lane 0 carries collectives, lane 1 point-to-point messages, so that a
  * pending send never sits in front of a collective's chunks.  A channel
@@ -24,6 +25,15 @@
  * Each rank's info line also holds a doorbell: a counter that moves when a
  * point-to-point message arrives for the rank or a p2p slot it filled is
  * freed, so the p2p engine can sleep on one futex for all its peers.
+ *
+ * Single copy (CMA): at connect every rank checks with process_vm_readv that
+ * it may read each peer's memory (a probe word whose address it publishes)
+ * and publishes the mask of peers it can read.  Large point-to-point
+ * messages then go as a 16-byte "ready to send" (address, length): the
+ * receiver reads the sender's buffer straight into its own and sets the
+ * message's flag in the ack line of the (sender, receiver) pair (64 flags,
+ * by message number mod 64).  Where the kernel refuses (Yama ptrace_scope,
+ * containers), messages stream through the slots as before.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -38,6 +48,7 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -76,7 +87,9 @@ typedef struct {
     rc_desc_t desc;
     _Atomic uint32_t bell;         /* p2p doorbell (see the head comment) */
     _Atomic uint32_t bell_waiters; /* the owner sleeps on bell: FUTEX_WAKE it */
-    char pad[RC_CACHELINE - 16 - sizeof(rc_desc_t)];
+    uint64_t probe_addr;           /* CMA probe word in this rank's memory */
+    _Atomic uint64_t cma_mask;     /* bit q: this rank can read rank q's memory */
+    char pad[RC_CACHELINE - 32 - sizeof(rc_desc_t)];
 } shm_rankinfo_t;
 _Static_assert(sizeof(shm_rankinfo_t) == RC_CACHELINE, "rank info");
 
@@ -128,15 +141,24 @@ static void futex_wake(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
+#define SHM_ACK_FLAGS 64 /* per (sender, receiver): one cache line of flags */
+
+static size_t shm_acks_off(int p) { return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t); }
+
 static size_t shm_total_bytes(int p, size_t chan_bytes) {
-    return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t) +
+    return shm_acks_off(p) + (size_t)p * (size_t)p * SHM_ACK_FLAGS +
            (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
+}
+
+static _Atomic uint8_t *shm_acks(const rc_comm_t *comm, int from, int to) {
+    return (_Atomic uint8_t *)((char *)comm->shm->base + shm_acks_off(comm->size) +
+                               ((size_t)from * (size_t)comm->size + (size_t)to) * SHM_ACK_FLAGS);
 }
 
 static shm_chan_t *shm_chan(const rc_comm_t *comm, int lane, int from, int to) {
     const struct rc_shm *s = comm->shm;
     size_t p = (size_t)comm->size, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
-    size_t off = SHM_HDR_BYTES + p * sizeof(shm_rankinfo_t) +
+    size_t off = shm_acks_off((int)p) + p * p * SHM_ACK_FLAGS +
                  (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
     return (shm_chan_t *)((char *)s->base + off);
 }
@@ -430,6 +452,70 @@ static void shm_abort(rc_comm_t *comm, rc_status_t st, const char *msg) {
     atomic_store_explicit(&s->hdr->abort_state, 2, memory_order_release);
 }
 
+/* ---- single copy (CMA) ---- */
+
+static const uint64_t shm_probe_word = 0x52434d4150524f42ull; /* "RCMAPROB" */
+
+/* Can `peer` read this rank's memory (so a large send may go by address)? */
+static int shm_cma_ok(rc_comm_t *comm, int peer) {
+    if (comm->rank >= 64 || peer >= 64 || !comm->cma_min) return 0;
+    uint64_t m = atomic_load_explicit(&comm->shm->info[peer].cma_mask, memory_order_acquire);
+    return (int)((m >> comm->rank) & 1u);
+}
+
+/* Read `len` bytes at `remote` in `peer`'s memory into dst. */
+static rc_status_t shm_cma_read(rc_comm_t *comm, int peer, void *dst, uint64_t remote,
+                                size_t len) {
+    pid_t pid = atomic_load_explicit(&comm->shm->info[peer].pid, memory_order_relaxed);
+    char *d = dst;
+    while (len) {
+        size_t n = len < (1u << 30) ? len : (1u << 30);
+        struct iovec lv = {d, n}, rv = {(void *)(uintptr_t)remote, n};
+        ssize_t got = process_vm_readv(pid, &lv, 1, &rv, 1, 0);
+        if (got <= 0)
+            return rc_comm_fail(comm, RC_ERR_IO, "rank %d: reading %zu bytes of rank %d's "
+                                "message (pid %d) failed: %s", comm->rank, n, peer, (int)pid,
+                                got < 0 ? strerror(errno) : "nothing read");
+        d += got;
+        remote += (uint64_t)got;
+        len -= (size_t)got;
+    }
+    return RC_OK;
+}
+
+/* Receiver: message `msg` from `peer` has been read. */
+static void shm_ack_set(rc_comm_t *comm, int peer, uint32_t msg) {
+    atomic_store_explicit(&shm_acks(comm, peer, comm->rank)[msg % SHM_ACK_FLAGS], 1,
+                          memory_order_release);
+    shm_ring(comm, peer);
+}
+
+/* Sender: was message `msg` to `peer` read?  Clears the flag when it was. */
+static int shm_ack_take(rc_comm_t *comm, int peer, uint32_t msg) {
+    _Atomic uint8_t *f = &shm_acks(comm, comm->rank, peer)[msg % SHM_ACK_FLAGS];
+    if (!atomic_load_explicit(f, memory_order_acquire)) return 0;
+    atomic_store_explicit(f, 0, memory_order_relaxed);
+    return 1;
+}
+
+/* After every rank attached: which peers' memory can this rank read? */
+static void shm_cma_probe(rc_comm_t *comm) {
+    struct rc_shm *s = comm->shm;
+    uint64_t mask = 0;
+    for (int q = 0; q < comm->size && q < 64 && comm->rank < 64; q++) {
+        pid_t pid = atomic_load(&s->info[q].pid);
+        uint64_t addr = s->info[q].probe_addr, word = 0;
+        if (q == comm->rank || pid <= 0 || !addr) continue;
+        struct iovec lv = {&word, sizeof word}, rv = {(void *)(uintptr_t)addr, sizeof word};
+        if (process_vm_readv(pid, &lv, 1, &rv, 1, 0) == (ssize_t)sizeof word &&
+            word == shm_probe_word)
+            mask |= 1ull << q;
+    }
+    atomic_store_explicit(&s->info[comm->rank].cma_mask, mask, memory_order_release);
+    RC_LOG(RC_INFO, "rank %d: single-copy reads (process_vm_readv) from ranks mask 0x%llx%s",
+           comm->rank, (unsigned long long)mask, mask ? "" : " (none: messages use the slots)");
+}
+
 /* ---- lifecycle ---- */
 
 static int shm_can_connect(const rc_addr_t *self, const rc_addr_t *peer) {
@@ -585,6 +671,7 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
             rx->slots = (char *)rx->ch + sizeof(shm_chan_t);
         }
     }
+    s->info[comm->rank].probe_addr = (uint64_t)(uintptr_t)&shm_probe_word;
     atomic_store(&s->info[comm->rank].pid, (int32_t)getpid());
     uint32_t n = atomic_fetch_add(&s->hdr->attached, 1) + 1;
     if (n == (uint32_t)p) {
@@ -611,6 +698,7 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
                                 comm->timeout_s);
         }
     }
+    shm_cma_probe(comm);
     s->pidfd = malloc((size_t)p * sizeof *s->pidfd);
     if (!s->pidfd) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     for (int q = 0; q < p; q++) {
@@ -654,6 +742,10 @@ const rc_transport_ops_t rc_transport_shm = {
     .wait_events = shm_wait_events,
     .kick = shm_kick,
     .health = shm_health,
+    .cma_ok = shm_cma_ok,
+    .cma_read = shm_cma_read,
+    .ack_set = shm_ack_set,
+    .ack_take = shm_ack_take,
     .publish = shm_publish,
     .abort = shm_abort,
     .close = shm_close,

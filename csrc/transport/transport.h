@@ -54,6 +54,14 @@ typedef struct rc_transport_ops {
     void (*wait_events)(rc_comm_t *comm, uint32_t seen, double max_s);
     void (*kick)(rc_comm_t *comm);
     rc_status_t (*health)(rc_comm_t *comm, const char *doing);
+    /* Single copy for large point-to-point messages (NULL: not offered).
+     * cma_ok: may `peer` read this rank's memory; cma_read: read another
+     * rank's memory; ack_set (receiver) / ack_take (sender): message `msg`
+     * of the pair was read. */
+    int (*cma_ok)(rc_comm_t *comm, int peer);
+    rc_status_t (*cma_read)(rc_comm_t *comm, int peer, void *dst, uint64_t remote, size_t len);
+    void (*ack_set)(rc_comm_t *comm, int peer, uint32_t msg);
+    int (*ack_take)(rc_comm_t *comm, int peer, uint32_t msg);
     /* Publish the collective this rank is in (comm->cur.desc) so that a
      * waiting peer can tell a mismatch from a slow rank. */
     void (*publish)(rc_comm_t *comm);
