@@ -81,6 +81,8 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     const char *algo = getenv("RINGCOMM_ALGO");
     for (int a = 1; algo && *algo && a < RC_NUM_ALGOS; a++)
         if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
+    if (algo && *algo && c->algo_env == RC_ALGO_AUTO && strcmp(algo, "auto") != 0 && rank == 0)
+        rc_log(RC_WARN, "RINGCOMM_ALGO=%s is not an algorithm name; using auto", algo);
     /* "auto" thresholds, measured on a 2-core VM (docs/design.md): with a
      * core per rank, direct wins to ~1 KiB and ring beyond; with more ranks
      * than cores every hop costs a context switch, so the fewest hops win:
