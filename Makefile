@@ -37,3 +37,9 @@ bench: setup
 
 clean:
 	rm -rf build src/ringcomm/_core.c src/ringcomm/*.so *.egg-info src/*.egg-info
+
+# README's performance table, docs/perf.json and docs/perf.png from bench runs
+# at 2 and 4 ranks (a few minutes; run it on a quiet machine)
+.PHONY: perf-table
+perf-table: setup
+	$(BIN)/python tools/perf_table.py

@@ -8,6 +8,8 @@ Run it under the launcher, on every rank::
     mpirun -n 2 python -m ringcomm.bench --collective broadcast -b 8 -e 16M -f 8 --peers mpi,gloo
     mpirun -n 4 python -m ringcomm.bench -C all -a all --plot busbw.png
     mpirun -n 2 python -m ringcomm.bench -C sendrecv -b 1 -e 4M -f 4  # ping-pong, ranks 0 <-> 1
+    mpirun -n 2 python -m ringcomm.bench -s 8,64K,16M -a all --peers mpi,gloo --markdown perf.md
+    mpirun -n 4 python -m ringcomm.bench -s 8,64K,16M -a all --peers mpi,gloo --markdown perf.md --markdown-append
 
 Collectives (``-C/--collective``, comma list or ``all``): allreduce,
 broadcast, reduce, allgather, reducescatter, alltoall, gather, scatter,
@@ -22,7 +24,8 @@ Definitions (nccl-tests, DESIGN.md section 6):
   buffer (``p * count``).  The ``count`` column is nccl-tests' per-rank
   count: the buffer for all-reduce / broadcast / reduce / send/recv, each
   rank's block for the others (all-to-all: the block sent to each peer).
-  ``-b``/``-e`` give the size; counts round down to a multiple of ``p``;
+  ``-b``/``-e`` give the size (``-s 8,64K,1M`` an explicit list instead);
+  counts round down to a multiple of ``p``;
 - ``algbw = size / time`` with GB = 1e9 B;
 - ``busbw = algbw * factor(p)``: all-reduce ``2(p-1)/p``; all-gather,
   reduce-scatter, all-to-all, gather, scatter ``(p-1)/p``; broadcast,
@@ -46,7 +49,13 @@ Definitions (nccl-tests, DESIGN.md section 6):
   with a value that depends on the source rank, the destination rank and the
   position, so a block in the wrong place counts as wrong;
 - the ``best/<peer>`` column is ringcomm's best busbw at that size (over the
-  algorithms that ran) divided by the peer's: > 1 means ringcomm is faster.
+  algorithms that ran) divided by the peer's: > 1 means ringcomm is faster;
+- ``x memcpy`` (all-reduce; ``--no-memcpy`` leaves it out): ringcomm's best
+  time divided by the time of one memcpy of a buffer of the same size
+  (``np.copyto`` between two preallocated arrays), run on every rank at once
+  and timed like the columns (interleaved repetitions, max over ranks,
+  median), in the same processes: the memory-bandwidth floor (the aim for
+  large all-reduces is at most 2x).
 
 Peers run in the same processes on the same buffers (``--peers mpi,gloo``):
 
@@ -72,7 +81,15 @@ lacks (MPI has no bfloat16 reduction nor "avg", gloo no "avg") are reported
 as N/A; the copy-only collectives move bfloat16 through MPI as 16-bit words.
 
 ``--plot FILE.png`` draws busbw against size for every column (needs
-matplotlib).  A progress bar on stderr (rank 0) shows where a long sweep is;
+matplotlib).  ``--markdown FILE.md`` writes a compact Markdown table, one
+row per collective and size: ranks, collective, size, ringcomm's best
+algorithm with its time and busbw, each peer's time and busbw, the
+ringcomm/peer busbw ratios and (all-reduce) x memcpy; with
+``--markdown-append`` the rows continue the table FILE ends with when it has
+the same columns (else a new table starts), so runs at 2 and 4 ranks build
+one table (``tools/perf_table.py`` makes the README's this way).
+
+A progress bar on stderr (rank 0) shows where a long sweep is;
 it is on when the terminal the launcher writes to is one (mpirun hands the
 ranks a pipe, so the launcher's stderr is what decides), ``--progress``
 forces it on, ``--no-progress`` off.
@@ -135,6 +152,9 @@ PATTERN_PERIOD = 97
 MIB = 1 << 20
 #: with default --iters, one repetition of one column aims at most at this long
 REP_BUDGET_S = 0.05
+
+#: collectives timed against one memcpy of their buffer (the "x memcpy" column)
+MEMCPY_COLLECTIVES = ("allreduce",)
 
 
 class NotAvailable(Exception):
@@ -807,6 +827,13 @@ def _list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _size_list(text: str) -> list[int]:
+    sizes = [parse_size(t) for t in _list(text)]
+    if not sizes:
+        raise argparse.ArgumentTypeError("empty size list")
+    return sorted(set(sizes))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m ringcomm.bench",
@@ -820,6 +847,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-e", "--maxbytes", type=parse_size, default=64 * MIB,
                     help="largest size (default 64M; K/M/G suffixes)")
     ap.add_argument("-f", "--stepfactor", type=int, default=4, help="size multiplier (default 4)")
+    ap.add_argument("-s", "--sizes", type=_size_list, default=None, metavar="LIST",
+                    help="explicit sizes, comma list (e.g. 8,64K,1M,16M,256M); replaces -b/-e/-f")
     ap.add_argument("-o", "--op", default="sum", help="sum, prod, min, max, avg, band, bor, bxor; comma list or 'all'")
     ap.add_argument("-d", "--dtype", default="float32",
                     help="float32, float64, float16, bfloat16 (torch), int8, uint8, int32, int64; comma list or 'all'")
@@ -842,6 +871,15 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON (rank 0)")
     ap.add_argument("--plot", metavar="FILE.png", default=None,
                     help="also draw busbw vs size for every column, one panel per table (rank 0; needs matplotlib)")
+    ap.add_argument("--markdown", metavar="FILE.md", default=None,
+                    help="also write a compact Markdown table (rank 0): one row per collective and size with"
+                         " ringcomm's best algorithm, each peer, the ringcomm/peer busbw ratios and, for"
+                         " all-reduce, x memcpy")
+    ap.add_argument("--markdown-append", action="store_true",
+                    help="append the rows to --markdown FILE when it exists (a table with the same columns"
+                         " at its end is continued, otherwise a new one starts)")
+    ap.add_argument("--no-memcpy", dest="memcpy", action="store_false", default=True,
+                    help="do not time the memcpy reference of all-reduce (the 'x memcpy' column)")
     pg = ap.add_mutually_exclusive_group()
     pg.add_argument("--progress", dest="progress", action="store_true", default=None,
                     help="progress bar on stderr (rank 0) even when it is not a terminal")
@@ -918,6 +956,20 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
     iters = args.iters if args.iters is not None else default_iters(size)
     warmup = args.warmup if args.warmup is not None else default_warmup(size)
 
+    def warm_up(col):
+        """Untimed calls; with default --iters, cap the calls per repetition by the time budget."""
+        t0 = time.perf_counter()
+        for _ in range(warmup):
+            col.fn()
+        t_call = (time.perf_counter() - t0) / max(warmup, 1)
+        col.iters = iters
+        if args.iters is None and warmup > 0:
+            # default iteration counts also respect a time budget per repetition,
+            # so slow columns (gloo: ~1 ms per small call) keep the sweep short;
+            # every rank must make the same number of calls: agree on the max
+            t_call = ctx.mpi.allreduce(t_call, op=MPI.MAX)
+            col.iters = max(1, min(iters, int(REP_BUDGET_S / max(t_call, 1e-9))))
+
     cols = []
     for label, kind, algorithm in columns_spec:
         col = Column(label, kind, algorithm)
@@ -949,21 +1001,22 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
             col.wrong = ctx.mpi.allreduce(local_wrong, op=MPI.SUM)
         if kind in coll.in_place:
             col.reset()
-        t0 = time.perf_counter()
-        for _ in range(warmup):
-            col.fn()
-        t_call = (time.perf_counter() - t0) / max(warmup, 1)
-        col.iters = iters
-        if args.iters is None and warmup > 0:
-            # default iteration counts also respect a time budget per repetition,
-            # so slow columns (gloo: ~1 ms per small call) keep the sweep short;
-            # every rank must make the same number of calls: agree on the max
-            t_call = ctx.mpi.allreduce(t_call, op=MPI.MAX)
-            col.iters = max(1, min(iters, int(REP_BUDGET_S / max(t_call, 1e-9))))
+        warm_up(col)
         cols.append(col)
 
+    # the memory-bandwidth reference of all-reduce: one memcpy of the buffer
+    # (np.copyto between two preallocated arrays of its size) on every rank at
+    # once, timed like a column (so 4 ranks on 2 cores share cores here too)
+    memcpy = None
+    if coll.name in MEMCPY_COLLECTIVES and getattr(args, "memcpy", True):
+        nbytes = count * itemsize
+        src, dst = np.ones(nbytes, dtype=np.uint8), np.zeros(nbytes, dtype=np.uint8)
+        memcpy = Column("memcpy", "memcpy", "", fn=lambda: np.copyto(dst, src))
+        memcpy.fn()
+        warm_up(memcpy)
+
     # interleaved repetitions; every rank records its own average per call
-    live = [c for c in cols if c.ok]
+    live = [c for c in cols if c.ok] + ([memcpy] if memcpy is not None else [])
     local = np.zeros((args.repeats, len(live)), dtype=np.float64)
     barrier, clock = ctx.mpi.Barrier, time.perf_counter
     for r in range(args.repeats):
@@ -977,8 +1030,8 @@ def measure_size(ctx: Context, coll: Collective, columns_spec, size: int, dtype:
     worst = np.empty_like(local)
     ctx.mpi.Allreduce(local, worst, op=MPI.MAX)
     for j, col in enumerate(live):
-        col.times = (worst[:, j] * coll.time_scale).tolist()
-    return count, cols
+        col.times = (worst[:, j] * (coll.time_scale if col is not memcpy else 1.0)).tolist()
+    return count, cols, memcpy
 
 
 # --------------------------------------------------------------------------
@@ -999,6 +1052,26 @@ def _loadavg() -> str:
         return "?"
 
 
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo ("model name"; other architectures: a few other keys)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown"
+    for key in ("model name", "Model", "cpu model", "cpu", "Processor"):
+        m = re.search(rf"^{key}\s*:\s*(.+)$", info, re.M)
+        if m and m.group(1).strip():
+            return re.sub(r"\s+", " ", m.group(1).strip())
+    return platform.machine() or "unknown"
+
+
+def _sizes_text(args) -> str:
+    if args.sizes:
+        return ",".join(format_size(s) for s in args.sizes)
+    return f"{format_size(args.minbytes)} .. {format_size(args.maxbytes)} x{args.stepfactor}"
+
+
 def header_lines(ctx, args, argv, colls, peers) -> list[str]:
     import ringcomm
     from mpi4py import MPI
@@ -1017,9 +1090,9 @@ def header_lines(ctx, args, argv, colls, peers) -> list[str]:
     lines = [
         f"# ringcomm.bench: {', '.join(c.name for c in colls)}",
         f"# ringcomm {version}  ISA {isa}  ranks {ctx.size}  host {platform.node()} ({os.cpu_count()} cpus,"
-        f" load average {_loadavg()})",
+        f" load average {_loadavg()})  cpu {cpu_model()}",
         f"# command: python -m ringcomm.bench {shlex.join(argv)}".rstrip(),
-        f"# sizes {format_size(args.minbytes)} .. {format_size(args.maxbytes)} x{args.stepfactor}"
+        f"# sizes {_sizes_text(args)}"
         f"  iters {it}  warmup {wu}  repeats {args.repeats} (median of max-over-ranks)  check {args.check}",
         f"# ringcomm algorithms: {args.algorithm}   peers: {', '.join(peers) if peers else 'none'}"
         f"   (mpi: {mpi_lib})",
@@ -1036,7 +1109,7 @@ def _ratio_width(peer: str) -> int:
     return max(9, len(peer) + 6)
 
 
-def table_header(columns_spec, peers) -> list[str]:
+def table_header(columns_spec, peers, memcpy: bool = False) -> list[str]:
     fixed = f"{'':>12s} {'':>12s} {'':>8s} {'':>6s}"
     l1 = "#" + fixed[1:]
     l2 = f"#{'size':>11s} {'count':>12s} {'type':>8s} {'redop':>6s}"
@@ -1050,10 +1123,19 @@ def table_header(columns_spec, peers) -> list[str]:
         l1 += f" {'ratio':>{w}s}"
         l2 += f" {'best/' + peer:>{w}s}"
         l3 += f" {'(busbw)':>{w}s}"
+    if memcpy:
+        l1 += f" {'memcpy':>8s} {'ratio':>8s}"
+        l2 += f" {'time':>8s} {'x memcpy':>8s}"
+        l3 += f" {'(us)':>8s} {'(time)':>8s}"
     return [l1.rstrip(), l2, l3.rstrip()]
 
 
-def row_line(size, count, dtype, op, cols, factor, peers) -> tuple[str, dict]:
+def row_line(size, count, dtype, op, cols, factor, peers, memcpy=None,
+             show_memcpy: bool = False) -> tuple[str, dict]:
+    """One table row, and {column label: (time s, algbw, busbw)} of the columns that ran.
+
+    memcpy: the memcpy reference Column (all-reduce), shown when show_memcpy.
+    """
     line = f"{size:>12d} {count:>12d} {dtype:>8s} {op:>6s}"
     stats = {}
     for col in cols:
@@ -1075,10 +1157,17 @@ def row_line(size, count, dtype, op, cols, factor, peers) -> tuple[str, dict]:
             line += f" {stats[peer][0] / best:>{w}.2f}"
         else:
             line += f" {'N/A':>{w}s}"
+    if show_memcpy:
+        t_mc = statistics.median(memcpy.times) if memcpy is not None and memcpy.times else None
+        if t_mc:
+            line += f" {_fmt_time(t_mc * 1e6)}"
+            line += f" {best / t_mc:>8.2f}" if best else f" {'N/A':>8s}"
+        else:
+            line += f" {'N/A':>8s} {'N/A':>8s}"
     return line, stats
 
 
-def section_lines(coll, dtype, op, ctx, root, columns_spec, peers) -> list[str]:
+def section_lines(coll, dtype, op, ctx, root, columns_spec, peers, memcpy: bool = False) -> list[str]:
     factor = coll.busbw_factor(ctx.size)
     where = f"  root {root}" if coll.rooted else ""
     lines = [f"# {coll.name}  {dtype}  {op}{where}  ranks {ctx.size}  busbw factor {factor:.4g}"
@@ -1089,7 +1178,10 @@ def section_lines(coll, dtype, op, ctx, root, columns_spec, peers) -> list[str]:
     in_place = [k for k in coll.in_place if k == "ringcomm" or k in peers]
     if in_place:
         lines.append(f"# in place (input copied into the output once before timing): {', '.join(in_place)}")
-    return lines + table_header(columns_spec, peers)
+    if memcpy:
+        lines.append("# x memcpy = ringcomm's best time / the time of one memcpy of the buffer (np.copyto, every"
+                     " rank at once, timed like the columns): the memory-bandwidth floor")
+    return lines + table_header(columns_spec, peers, memcpy)
 
 
 _SIZE_RULE = {
@@ -1127,6 +1219,118 @@ def ringcomm_columns(ringcomm, coll: Collective, spec: str) -> tuple[list[str], 
     if left:
         note = (f"{coll.name}: no algorithm {', '.join(left)} (it has {', '.join(known) or 'none'})")
     return keep or ["auto"], note
+
+
+# --------------------------------------------------------------------------
+# Markdown table (--markdown)
+# --------------------------------------------------------------------------
+
+def md_size(n: int) -> str:
+    """8 -> '8 B', 65536 -> '64 KiB', 1.5 MiB -> '1536 KiB' (exact, binary units)."""
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= mult and n % mult == 0:
+            return f"{n // mult} {unit}"
+    return f"{n} B"
+
+
+def md_time(t: float) -> str:
+    """seconds -> '1.93 us', '25.8 us', '3.79 ms', '1.20 s'."""
+    us = t * 1e6
+    if us < 10:
+        return f"{us:.2f} us"
+    if us < 1000:
+        return f"{us:.1f} us"
+    if us < 1e6:
+        return f"{us / 1e3:.2f} ms"
+    return f"{us / 1e6:.2f} s"
+
+
+def md_bw(v: float) -> str:
+    return f"{v:.2f}"       # as nccl-tests prints it: small sizes are 0.00, their time is what counts
+
+
+def markdown_header(peers, memcpy: bool) -> list[str]:
+    cells = ["ranks", "collective", "size", "ringcomm best", "time", "busbw (GB/s)"]
+    align = ["---:", "---", "---:", "---", "---:", "---:"]
+    for peer in peers:
+        cells += [f"{peer} time", f"{peer} busbw"]
+        align += ["---:", "---:"]
+    for peer in peers:
+        cells.append(f"ringcomm/{peer} busbw")
+        align.append("---:")
+    if memcpy:
+        cells.append("x memcpy")
+        align.append("---:")
+    return ["| " + " | ".join(cells) + " |", "|" + "|".join(align) + "|"]
+
+
+def markdown_row(ranks, coll, dtype, op, root, size, cols, stats, peers, memcpy,
+                 show_memcpy: bool) -> str:
+    """One row: ringcomm's best column (least time), every peer, ratios, x memcpy."""
+    name = coll.name
+    if dtype != "float32":
+        name += f" {dtype}"
+    if op not in ("sum", NO_OP):
+        name += f" {op}"
+    if coll.rooted and root != 0:
+        name += f" root {root}"
+
+    def wrong(col):
+        return f" ({col.wrong} wrong!)" if col.wrong else ""
+
+    rc = [c for c in cols if c.is_ringcomm and c.label in stats]
+    best = min(rc, key=lambda c: stats[c.label][0]) if rc else None
+    cells = [str(ranks), name, md_size(size)]
+    if best is None:
+        cells += ["N/A", "N/A", "N/A"]
+    else:
+        t, _, bw = stats[best.label]
+        cells += [best.label if best.algorithm else "-", md_time(t) + wrong(best), md_bw(bw)]
+    by_label = {c.label: c for c in cols}
+    for peer in peers:
+        if peer in stats:
+            t, _, bw = stats[peer]
+            cells += [md_time(t) + wrong(by_label[peer]), md_bw(bw)]
+        else:
+            cells += ["N/A", "N/A"]
+    for peer in peers:
+        if best is not None and peer in stats and stats[peer][0] > 0:
+            # busbw ratio == time ratio (same size, same factor)
+            cells.append(f"{stats[peer][0] / stats[best.label][0]:.2f}x")
+        else:
+            cells.append("N/A")
+    if show_memcpy:
+        t_mc = statistics.median(memcpy.times) if memcpy is not None and memcpy.times else None
+        if best is not None and t_mc and coll.name in MEMCPY_COLLECTIVES:
+            cells.append(f"{stats[best.label][0] / t_mc:.2f}x")
+        else:
+            cells.append("-")
+    return "| " + " | ".join(cells) + " |"
+
+
+def write_markdown(path: str, header: list[str], rows: list[str], append: bool) -> None:
+    """Write header + rows, or with append continue the table at the end of an existing file.
+
+    The rows join the file's last table when it has the same header and is the
+    last thing in the file; otherwise a new table (blank line, header) starts.
+    """
+    text = ""
+    if append and os.path.exists(path):
+        with open(path) as f:
+            text = f.read().rstrip("\n")
+    old = text.split("\n") if text else []
+    continues = False
+    if old and old[-1].startswith("|"):
+        # the header of the table the file ends with: the line above its |---| row
+        for i in range(len(old) - 1, 0, -1):
+            if not old[i].startswith("|"):
+                break
+            if re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", old[i].strip()):
+                continues = old[i - 1].strip() == header[0]
+                break
+    new = rows if continues else ([""] if old else []) + header + rows
+    with open(path, "w") as f:
+        f.write("\n".join(old + new) + "\n")
 
 
 # --------------------------------------------------------------------------
@@ -1321,6 +1525,8 @@ def main(argv=None) -> int:
     while s <= args.maxbytes:
         sizes.append(s)
         s = s * args.stepfactor if s > 0 else 1
+    if args.sizes:
+        sizes = list(args.sizes)
 
     # the tables to run: (collective, dtype, op, ringcomm algorithm columns)
     skipped, plan = [], []
@@ -1354,6 +1560,7 @@ def main(argv=None) -> int:
             if shown:
                 progress.draw(force=True)
 
+    loadavg_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     for line in header_lines(ctx, args, argv, colls, peers):
         out(line)
     want_plot = bool(args.plot)
@@ -1372,6 +1579,8 @@ def main(argv=None) -> int:
         out(f"# skipped: {note}")
     t_start = time.perf_counter()
 
+    show_memcpy_md = args.memcpy and any(c.name in MEMCPY_COLLECTIVES for c, _, _, _ in plan)
+    md_rows, memcpy_ratios = [], []
     results, notes, plot_sections = [], {}, []
     total_wrong, inexact = 0, set()
     busbw_sum = {}
@@ -1382,8 +1591,9 @@ def main(argv=None) -> int:
             columns_spec = [(a or "ringcomm", "ringcomm", a) for a in algos] + [(p, p, "") for p in peers]
             if coll.reduces and not pattern_period(op, ctx.size, dtype)[1]:
                 inexact.add(f"{coll.name}/{dtype}/{op}")
+            show_memcpy = args.memcpy and coll.name in MEMCPY_COLLECTIVES
             out()
-            for line in section_lines(coll, dtype, op, ctx, args.root, columns_spec, peers):
+            for line in section_lines(coll, dtype, op, ctx, args.root, columns_spec, peers, show_memcpy):
                 out(line)
             where = f" root {args.root}" if coll.rooted else ""
             section = {"title": f"{coll.name} {dtype}{'' if op == NO_OP else ' ' + op}{where}",
@@ -1393,15 +1603,19 @@ def main(argv=None) -> int:
                 progress.text = f"{coll.name} {dtype} {op} {format_size(size)}"
                 progress.draw()
                 try:
-                    count, cols = measure_size(ctx, coll, columns_spec, size, dtype, op, args, args.root)
+                    count, cols, memcpy = measure_size(ctx, coll, columns_spec, size, dtype, op, args,
+                                                       args.root)
                 except NotAvailable as e:
                     out(f"# {dtype}: {e}")
                     progress.step(len(sizes) - k)
                     break
                 # like nccl-tests: the size column is what the counts move
                 size = coll.size_of(count, DTYPES[dtype][1], ctx.size)
-                line, stats = row_line(size, count, dtype, op, cols, factor, peers)
+                line, stats = row_line(size, count, dtype, op, cols, factor, peers, memcpy, show_memcpy)
                 out(line)
+                md_rows.append(markdown_row(ctx.size, coll, dtype, op, args.root, size, cols, stats, peers,
+                                            memcpy, show_memcpy_md))
+                t_memcpy = statistics.median(memcpy.times) if memcpy is not None and memcpy.times else None
                 progress.step()
                 rc_best = None
                 for col in cols:
@@ -1428,9 +1642,13 @@ def main(argv=None) -> int:
                         "wrong": col.wrong, "rep_times_us": [t * 1e6 for t in col.times],
                         "iters": col.iters,
                     })
+                    if memcpy is not None:
+                        results[-1]["memcpy_time_us"] = t_memcpy * 1e6 if t_memcpy else None
                 if rc_best is not None:
                     best_sum.append(rc_best)
                 rc_times = [stats[c.label][0] for c in cols if c.is_ringcomm and c.label in stats]
+                if rc_times and t_memcpy:
+                    memcpy_ratios.append((size, dtype, min(rc_times) / t_memcpy))
                 for peer in peers:
                     if rc_times and peer in stats and stats[peer][0] > 0:
                         ratio_logs[peer].append(math.log(stats[peer][0] / min(rc_times)))
@@ -1456,6 +1674,14 @@ def main(argv=None) -> int:
         if logs:
             out(f"#   best/{peer} busbw  : geomean {math.exp(sum(logs) / len(logs)):.2f}x"
                 f"  (min {math.exp(min(logs)):.2f}x, max {math.exp(max(logs)):.2f}x)")
+    if memcpy_ratios:
+        big = max(s for s, _, _ in memcpy_ratios)
+        at_big = ", ".join(f"{r:.2f}x" + (f" ({d})" if len(dtypes) > 1 else "")
+                           for s, d, r in memcpy_ratios if s == big)
+        large = [r for s, _, r in memcpy_ratios if s >= MIB]
+        span = f"; sizes >= 1M: {min(large):.2f}x .. {max(large):.2f}x" if len(large) > 1 else ""
+        out(f"# x memcpy (allreduce) : ringcomm best time / one memcpy of the buffer: {at_big} at "
+            f"{format_size(big)}{span}  (floor target: <= 2x for large sizes)")
     out(f"# sweep time {elapsed:.1f} s")
 
     if root and want_plot:
@@ -1465,6 +1691,11 @@ def main(argv=None) -> int:
         except Exception as e:  # a plot must not lose the table
             out(f"# plot failed: {type(e).__name__}: {e}")
     out()
+
+    if root and args.markdown:
+        write_markdown(args.markdown, markdown_header(peers, show_memcpy_md), md_rows, args.markdown_append)
+        out(f"# markdown: {args.markdown}{' (appended)' if args.markdown_append else ''}")
+        out()
 
     if root and args.json:
         meta = {
@@ -1477,6 +1708,12 @@ def main(argv=None) -> int:
             "timing": "median over repeats of (max over ranks of per-rank average per call);"
                       " sendrecv: half the round trip",
             "avg_busbw_GBps": avg_best, "wrong": total_wrong,
+            "sizes": sizes, "cpu_model": cpu_model(), "loadavg_start": loadavg_start,
+            "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
+            "torch_version": getattr(sys.modules.get("torch"), "__version__", None) if "gloo" in peers else None,
+            "memcpy": "memcpy_time_us: median over repeats of (max over ranks of the per-rank average time"
+                      " of np.copyto between two preallocated uint8 arrays of the buffer's size, every rank"
+                      " at once, interleaved with the columns)" if args.memcpy else None,
         }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
