@@ -33,6 +33,12 @@ static rc_status_t ar_direct(rc_comm_t *c, const rc_task_t *t) {
 static int ar_direct_ok(const rc_comm_t *c, const rc_task_t *t) {
     return rc_allreduce_direct_ok(c, t->count, rc_dtype_size(t->dtype));
 }
+static rc_status_t ar_cma(rc_comm_t *c, const rc_task_t *t) {
+    return rc_allreduce_cma(c, t->sendbuf, t->recvbuf, t->count);
+}
+static int ar_cma_ok(const rc_comm_t *c, const rc_task_t *t) {
+    return rc_allreduce_cma_ok(c, t->count, rc_dtype_size(t->dtype));
+}
 static rc_status_t barrier_run(rc_comm_t *c, const rc_task_t *t) {
     (void)t;
     return rc_barrier_dissemination(c);
@@ -48,6 +54,8 @@ static const rc_algo_row_t allreduce_algos[] = {
     {RC_ALGO_BINOMIAL, "binomial-tree reduce to rank 0 + broadcast, pipelined", ar_binomial, NULL},
     {RC_ALGO_DIRECT, "every rank sends to every rank, reduce in rank order (1 step; small only)",
      ar_direct, ar_direct_ok},
+    {RC_ALGO_CMA, "reduce-scatter + all-gather by direct reads of the peers' buffers "
+     "(process_vm_readv; large messages, where the kernel allows it)", ar_cma, ar_cma_ok},
 };
 static const rc_algo_row_t broadcast_algos[] = {
     {RC_ALGO_CHAIN, "pipelined chain root -> root+1 -> ... (bandwidth-optimal)",
@@ -136,6 +144,8 @@ rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dt
         if (bytes <= comm->direct_max && bytes <= comm->chunk_bytes && p <= 8)
             return RC_ALGO_DIRECT;
         if (bytes <= comm->tree_max) return RC_ALGO_TREE;
+        if (comm->cma_all && comm->cma_allreduce_min && bytes >= comm->cma_allreduce_min)
+            return RC_ALGO_CMA;
         return RC_ALGO_RING;
     case RC_COLL_BROADCAST:
         return bytes <= comm->chunk_bytes ? RC_ALGO_BINOMIAL : RC_ALGO_CHAIN;

@@ -97,6 +97,8 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     /* Point-to-point messages this large are read straight out of the
      * sender's buffer (process_vm_readv) where the kernel allows it. */
     c->cma_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_MIN", 64 * 1024);
+    /* auto: all-reduces this large read the peers' buffers directly (0: never) */
+    c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
     c->tp = rc_transports[0];
     rc_status_t st = c->tp->create(c);
     if (st != RC_OK) {

@@ -133,6 +133,8 @@ struct rc_comm {
     uint64_t stream_min;           /* streaming stores for results from this many bytes */
     int check_nan;                 /* RINGCOMM_CHECK_NAN: refuse NaN/inf inputs */
     uint64_t cma_min;              /* p2p: single copy from this many bytes (0: never) */
+    int cma_all;                   /* every rank can read every rank's memory (transport) */
+    uint64_t cma_allreduce_min;    /* auto: all-reduce by direct reads from this many bytes */
     int trace_id;                  /* RINGCOMM_TRACE track of this communicator (0: off) */
     uint32_t seq;                  /* next collective sequence number */
     int connected;

@@ -105,6 +105,7 @@ const char *rc_algo_name(rc_algo_t a) {
     case RC_ALGO_SCATTER_ALLGATHER: return "scatter_allgather";
     case RC_ALGO_RS_GATHER: return "rs_gather";
     case RC_ALGO_PAIRWISE: return "pairwise";
+    case RC_ALGO_CMA: return "cma";
     default: return "?";
     }
 }

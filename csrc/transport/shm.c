@@ -78,6 +78,7 @@ typedef struct {
     int32_t abort_status;
     int32_t abort_rank;
     char abort_msg[1024];
+    _Atomic uint32_t probed; /* ranks that published their single-copy mask */
 } shm_hdr_t;
 _Static_assert(sizeof(shm_hdr_t) <= SHM_HDR_BYTES, "shm header");
 
@@ -515,6 +516,7 @@ static void shm_cma_probe(rc_comm_t *comm) {
             mask |= 1ull << q;
     }
     atomic_store_explicit(&s->info[comm->rank].cma_mask, mask, memory_order_release);
+    atomic_fetch_add(&s->hdr->probed, 1);
     RC_LOG(RC_INFO, "rank %d: single-copy reads (process_vm_readv) from ranks mask 0x%llx%s",
            comm->rank, (unsigned long long)mask, mask ? "" : " (none: messages use the slots)");
 }
@@ -702,6 +704,21 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         }
     }
     shm_cma_probe(comm);
+    /* Collectives may read peers' buffers only when every rank can read
+     * every other: decided from all masks, so the same on every rank. */
+    for (uint32_t i = 0; atomic_load(&s->hdr->probed) < (uint32_t)p; i++) {
+        struct timespec ts = {0, 100000};
+        if (i > 1000) nanosleep(&ts, NULL);
+        else cpu_relax();
+        if ((i & 1023) == 1023 && rc_now() - t0 > comm->timeout_s)
+            return rc_set_error(RC_ERR_TIMEOUT, "rank %d: peers did not finish connecting within "
+                                "%.0f s", comm->rank, comm->timeout_s);
+    }
+    comm->cma_all = p <= 64;
+    for (int q = 0; q < p && comm->cma_all; q++) {
+        uint64_t want = (p == 64 ? ~0ull : (1ull << p) - 1) & ~(1ull << q);
+        if ((atomic_load(&s->info[q].cma_mask) & want) != want) comm->cma_all = 0;
+    }
     s->pidfd = malloc((size_t)p * sizeof *s->pidfd);
     if (!s->pidfd) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     for (int q = 0; q < p; q++) {

@@ -47,6 +47,7 @@ cdef extern from "ringcomm.h" nogil:
         RC_ALGO_SCATTER_ALLGATHER
         RC_ALGO_RS_GATHER
         RC_ALGO_PAIRWISE
+        RC_ALGO_CMA
         RC_NUM_ALGOS
 
     ctypedef enum rc_coll_t:
