@@ -75,6 +75,9 @@ static const rc_algo_row_t allgather_algos[] = {
     {RC_ALGO_RING, "ring, pipelined (bandwidth-optimal)", rc_allgather_ring, NULL},
     {RC_ALGO_DIRECT, "every rank sends its block to every rank (1 step; small only)",
      rc_allgather_direct, rc_allgather_direct_ok},
+    {RC_ALGO_CMA, "every rank reads the others' blocks straight from their buffers "
+     "(process_vm_readv; large blocks, where the kernel allows it)", rc_allgather_cma,
+     rc_allgather_cma_ok},
 };
 static const rc_algo_row_t reduce_scatter_algos[] = {
     {RC_ALGO_RING, "ring, pipelined: moves (p-1)/p of the data (bandwidth-optimal)",
@@ -85,6 +88,9 @@ static const rc_algo_row_t reduce_scatter_algos[] = {
 static const rc_algo_row_t alltoall_algos[] = {
     {RC_ALGO_PAIRWISE, "pairwise exchange: step k sends to rank+k, receives from rank-k",
      rc_alltoall_pairwise, NULL},
+    {RC_ALGO_CMA, "every rank reads its block straight from every other's buffer "
+     "(process_vm_readv; large blocks, where the kernel allows it)", rc_alltoall_cma,
+     rc_alltoall_cma_ok},
 };
 static const rc_algo_row_t gather_algos[] = {
     {RC_ALGO_DIRECT, "every rank streams its block to the root", rc_gather_direct, NULL},

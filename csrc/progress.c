@@ -139,7 +139,7 @@ static int p2p_round(rc_comm_t *comm, double *next_check) {
 
 static void *progress_main(void *arg) {
     rc_comm_t *comm = arg;
-    double next_check = 0;
+    double next_check = rc_now() + 0.05;
     pthread_mutex_lock(&comm->qmu);
     while (!atomic_load(&comm->stop)) {
         if (!comm->executor && (comm->qhead || comm->p2p_active)) {
@@ -205,7 +205,7 @@ static rc_status_t run_inline(rc_comm_t *comm, const rc_task_t *t, int *source) 
     r.internal = 1;
     if (!comm->p2p_active) p2p_moved(comm, rc_now());
     rc_status_t st = rc_p2p_post(comm, &r);
-    double next_check = 0;
+    double next_check = rc_now() + 0.05; /* health checks only once a wait gets long */
     while (st == RC_OK && atomic_load_explicit(&r.state, memory_order_acquire) != RC_REQ_DONE) {
         int m = p2p_round(comm, &next_check);
         if (m < 0) break;

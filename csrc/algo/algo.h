@@ -36,6 +36,8 @@ rc_status_t rc_reduce_rs_gather(rc_comm_t *c, const rc_task_t *t);
 rc_status_t rc_allgather_ring(rc_comm_t *c, const rc_task_t *t);
 rc_status_t rc_allgather_direct(rc_comm_t *c, const rc_task_t *t);
 int rc_allgather_direct_ok(const rc_comm_t *c, const rc_task_t *t);
+rc_status_t rc_allgather_cma(rc_comm_t *c, const rc_task_t *t);
+int rc_allgather_cma_ok(const rc_comm_t *c, const rc_task_t *t);
 
 /* reduce-scatter: t->sendbuf (size * count) -> t->recvbuf (count): block
  * `rank` of the reduction; recvbuf may be block `rank` of sendbuf */
@@ -46,6 +48,8 @@ int rc_reduce_scatter_direct_ok(const rc_comm_t *c, const rc_task_t *t);
 /* all-to-all: block j of t->sendbuf (size * count) goes to rank j, block i of
  * t->recvbuf comes from rank i; not in place */
 rc_status_t rc_alltoall_pairwise(rc_comm_t *c, const rc_task_t *t);
+rc_status_t rc_alltoall_cma(rc_comm_t *c, const rc_task_t *t);
+int rc_alltoall_cma_ok(const rc_comm_t *c, const rc_task_t *t);
 
 /* gather: t->sendbuf (count) from every rank -> block i of t->recvbuf
  * (size * count) on t->root; scatter: the reverse */
