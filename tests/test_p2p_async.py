@@ -33,7 +33,7 @@ def test_p2p_errors(run_mpi, mode):
 
 @pytest.mark.parametrize("nprocs", [1, 2, 3, 4])
 def test_async(run_mpi, nprocs):
-    """Requests waited out of order, test(), wait(timeout), GIL free during wait, dropped requests, close() with pending requests, two communicators in flight."""
+    """Requests waited out of order, test(), wait(timeout), GIL free during wait, dropped requests, a second thread gets an error, close() with pending requests, two communicators in flight."""
     run_mpi(nprocs, "async_ops.py")
 
 

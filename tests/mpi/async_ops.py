@@ -100,6 +100,32 @@ def caller_thread_free(comm):
     return 1
 
 
+def two_threads(comm):
+    """A second thread calling into a communicator that one thread is blocked
+    in gets an error at once (not a deadlock, not a wrong order)."""
+    if SIZE < 2:
+        return 0
+    if RANK == 0:
+        got = np.empty(5, np.int32)
+        th = threading.Thread(target=lambda: comm.recv(got, 1, tag=77))
+        th.start()
+        time.sleep(0.3)  # the thread is inside recv, waiting for rank 1
+        try:
+            comm.allreduce(np.ones(4, np.float32))
+            raise AssertionError("a call from a second thread was accepted")
+        except ringcomm.RingcommError as e:
+            assert "already in use" in str(e), e
+        WORLD.Barrier()  # now rank 1 sends
+        th.join(timeout=60)
+        assert not th.is_alive() and (got == np.arange(5)).all()
+    else:
+        WORLD.Barrier()
+        if RANK == 1:
+            comm.send(np.arange(5, dtype=np.int32), 0, tag=77)
+    comm.barrier()  # the communicator is fine
+    return 1
+
+
 def dropped_request(comm):
     x = np.full(1000, 2.0, np.float32)
     comm.allreduce(x, async_op=True)  # never waited: freed by the garbage collector
@@ -150,6 +176,7 @@ def main():
     n += wait_timeout(comm)
     n += caller_thread_free(comm)
     n += dropped_request(comm)
+    n += two_threads(comm)
     n += two_communicators(comm)
     comm.close()
     n += close_fails_pending()
