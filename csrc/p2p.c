@@ -144,12 +144,10 @@ void rc_p2p_fail_all(rc_comm_t *comm, rc_status_t st) {
     free_unexp(e);
 }
 
-/* The communicator failed: every pending operation fails with it. */
+/* The communicator failed: every pending operation fails with it (each
+ * request takes the thread's last-error text, which stays as it is). */
 static int fail(rc_comm_t *comm, rc_status_t st) {
-    char msg[sizeof comm->broken_msg];
-    snprintf(msg, sizeof msg, "%s", rc_last_error());
     rc_p2p_fail_all(comm, st);
-    rc_set_error(st, "%s", msg);
     return (int)st;
 }
 

@@ -77,12 +77,7 @@ static void p2p_moved(rc_comm_t *comm, double now) {
 
 /* A failed communicator fails its pending sends and receives too. */
 static void fail_p2p_if_broken(rc_comm_t *comm) {
-    if (comm->broken && comm->p2p_active) {
-        char msg[sizeof comm->broken_msg];
-        snprintf(msg, sizeof msg, "%s", rc_last_error());
-        rc_p2p_fail_all(comm, comm->broken);
-        rc_set_error(comm->broken, "%s", msg);
-    }
+    if (comm->broken && comm->p2p_active) rc_p2p_fail_all(comm, comm->broken);
 }
 
 static void exec_task(rc_comm_t *comm, rc_request_t *r) {
@@ -229,12 +224,10 @@ static rc_status_t wait_done(rc_request_t *r, double timeout_s) {
             double left = timeout_s - (rc_now() - t0);
             if (left <= 0) {
                 atomic_fetch_sub(&comm->done_waiters, 1);
-                char what[160];
-                snprintf(what, sizeof what, "%s", rc_coll_name(r->task.coll));
                 return rc_set_error(RC_ERR_TIMEOUT,
                                     "wait: the %s request on rank %d is still running after "
                                     "%.3g s (it stays valid: wait again or test)",
-                                    what, comm->rank, timeout_s);
+                                    rc_coll_name(r->task.coll), comm->rank, timeout_s);
             }
             if (left < slice) slice = left;
         }

@@ -4,8 +4,8 @@
  *
  * Rank r owns segment r (rc_seg_off/len, balanced):
  *
- *   0. every rank sends every peer {in, out} addresses (one small message
- *      each; also how a mismatched peer is caught, as in every algorithm)
+ *   0. every rank sends every peer {in, out} addresses (cma_common.h; also
+ *      how a mismatched peer is caught, as in every algorithm)
  *   1. reduce-scatter: for each chunk of segment r, in rank order,
  *        out[seg r] = x_0 op x_1 op ... op x_{p-1}     (x_q read from rank q)
  *      (scaled once for avg)
@@ -31,30 +31,21 @@
 #include <string.h>
 
 #include "../pattern.h"
-#include "../prims.h"
-#include "../transport/transport.h"
-#include "algo.h"
+#include "cma_common.h"
 
 int rc_allreduce_cma_ok(const rc_comm_t *c, uint64_t count, size_t esize) {
     (void)count;
     (void)esize;
-    return c->cma_all && c->tp->cma_read != NULL;
+    return rc_cma_usable(c);
 }
 
 rc_status_t rc_allreduce_cma(rc_comm_t *c, const void *in, void *out, uint64_t count) {
     const int p = c->size, r = c->rank;
     const size_t es = c->cur.esize;
-    uint64_t mine[2] = {(uint64_t)(uintptr_t)in, (uint64_t)(uintptr_t)out};
-    uint64_t addr[64][2];
-    if (p > 64) return rc_set_error(RC_ERR_INTERNAL, "allreduce cma: more than 64 ranks");
+    uint64_t addr[RC_CMA_MAX_RANKS][2];
 
     /* 0. addresses (every rank from every rank) */
-    for (int k = 1; k < p; k++) RC_CHECK(rc_prim_send(c, (r + k) % p, mine, sizeof mine));
-    memcpy(addr[r], mine, sizeof mine);
-    for (int k = 1; k < p; k++) {
-        int q = (r - k + p) % p;
-        RC_CHECK(rc_prim_recv(c, q, addr[q], sizeof addr[q]));
-    }
+    RC_CHECK(rc_cma_exchange(c, in, out, addr));
 
     /* 1. reduce my segment, chunk by chunk, in rank order */
     const uint64_t chunk = c->chunk_bytes / es / 2; /* scratch holds a peer's and my own chunk */

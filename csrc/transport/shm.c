@@ -629,6 +629,22 @@ rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why
 
 size_t rc_shm_header_bytes(void) { return sizeof(shm_hdr_t); }
 
+/* Wait (spin, then 200 us sleeps) until every rank has bumped *counter;
+ * 0 when the communicator's timeout passes first. */
+static int shm_wait_count(rc_comm_t *comm, _Atomic uint32_t *counter) {
+    double t0 = rc_now();
+    for (uint32_t i = 0; atomic_load(counter) < (uint32_t)comm->size; i++) {
+        if (i < 1000) {
+            cpu_relax();
+        } else {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+        }
+        if ((i & 1023) == 0 && rc_now() - t0 > comm->timeout_s) return 0;
+    }
+    return 1;
+}
+
 /* Phase 2: everyone maps, publishes its pid, and the last to attach unlinks. */
 static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     struct rc_shm *s = comm->shm;
@@ -684,36 +700,24 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         shm_unlink_once(s);
     }
     /* Wait for every rank to attach: then all pids are known and the name is gone. */
-    double t0 = rc_now();
-    for (uint32_t i = 0; atomic_load(&s->hdr->attached) < (uint32_t)p; i++) {
-        if (i < 1000) cpu_relax();
-        else {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
+    if (!shm_wait_count(comm, &s->hdr->attached)) {
+        if (comm->rank == 0) {
+            s->unlinked = 0;
+            shm_unlink_once(s);
         }
-        if ((i & 1023) == 0 && rc_now() - t0 > comm->timeout_s) {
-            if (comm->rank == 0) {
-                s->unlinked = 0;
-                shm_unlink_once(s);
-            }
-            return rc_set_error(RC_ERR_TIMEOUT,
-                                "rank %d: only %u of %d ranks attached to shared memory %s "
-                                "within %.0f s",
-                                comm->rank, atomic_load(&s->hdr->attached), p, s->name,
-                                comm->timeout_s);
-        }
+        return rc_set_error(RC_ERR_TIMEOUT,
+                            "rank %d: only %u of %d ranks attached to shared memory %s "
+                            "within %.0f s",
+                            comm->rank, atomic_load(&s->hdr->attached), p, s->name,
+                            comm->timeout_s);
     }
     shm_cma_probe(comm);
     /* Collectives may read peers' buffers only when every rank can read
      * every other: decided from all masks, so the same on every rank. */
-    for (uint32_t i = 0; atomic_load(&s->hdr->probed) < (uint32_t)p; i++) {
-        struct timespec ts = {0, 100000};
-        if (i > 1000) nanosleep(&ts, NULL);
-        else cpu_relax();
-        if ((i & 1023) == 1023 && rc_now() - t0 > comm->timeout_s)
-            return rc_set_error(RC_ERR_TIMEOUT, "rank %d: peers did not finish connecting within "
-                                "%.0f s", comm->rank, comm->timeout_s);
-    }
+    if (!shm_wait_count(comm, &s->hdr->probed))
+        return rc_set_error(RC_ERR_TIMEOUT, "rank %d: only %u of %d ranks finished connecting "
+                            "within %.0f s", comm->rank, atomic_load(&s->hdr->probed), p,
+                            comm->timeout_s);
     comm->cma_all = p <= 64;
     for (int q = 0; q < p && comm->cma_all; q++) {
         uint64_t want = (p == 64 ? ~0ull : (1ull << p) - 1) & ~(1ull << q);
