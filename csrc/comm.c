@@ -99,7 +99,21 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     c->cma_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_MIN", 64 * 1024);
     /* auto: all-reduces this large read the peers' buffers directly (0: never) */
     c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
+    /* RINGCOMM_TRANSPORT=name forces one transport for every peer (tests,
+     * and ranks on one host that should talk as if they were not). */
+    const char *force = getenv("RINGCOMM_TRANSPORT");
     c->tp = rc_transports[0];
+    if (force && *force) {
+        const rc_transport_ops_t *const *t = rc_transports;
+        while (*t && strcmp((*t)->name, force) != 0) t++;
+        if (!*t) {
+            rc_comm_destroy(c);
+            return rc_set_error(RC_ERR_INVALID_ARG,
+                                "RINGCOMM_TRANSPORT=%s: not a transport of this build", force);
+        }
+        c->tp = *t;
+    }
+    c->tps[c->ntps++] = c->tp;
     rc_status_t st = c->tp->create(c);
     if (st != RC_OK) {
         rc_comm_destroy(c);
@@ -121,6 +135,8 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     a.pid = (int32_t)getpid();
     snprintf(a.token, sizeof a.token, "%s", comm->token);
     host_identity(a.host, sizeof a.host);
+    for (int i = 0; i < comm->ntps; i++)
+        if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
     memcpy(blob, &a, sizeof a);
     return RC_OK;
 }
@@ -204,7 +220,9 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
 rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     if (!comm) return RC_OK;
     rc_progress_shutdown(comm);
-    if (comm->tp && comm->tp->close) comm->tp->close(comm);
+    for (int i = 0; i < comm->ntps; i++)
+        if (comm->tps[i]->close) comm->tps[i]->close(comm);
+    free(comm->peer_tp);
     rc_p2p_free(comm);
     pthread_mutex_destroy(&comm->qmu);
     free(comm->scratch);

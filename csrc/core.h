@@ -142,7 +142,10 @@ struct rc_comm {
     rc_status_t broken;            /* sticky: once a peer failed, every call fails */
     char broken_msg[1200];
     rc_opctx_t cur;                /* the collective in progress */
-    const struct rc_transport_ops *tp;
+    const struct rc_transport_ops *tp; /* what algorithms call (one transport, or per peer) */
+    const struct rc_transport_ops *tps[4]; /* the transports created in phase 1 */
+    int ntps;
+    const struct rc_transport_ops **peer_tp; /* per-peer choice (NULL: comm->tp for all) */
     struct rc_shm *shm;            /* shared-memory transport state */
     void *scratch;                 /* chunk_bytes of private scratch */
 

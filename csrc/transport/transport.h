@@ -21,7 +21,7 @@ typedef struct {
     int32_t pid;
     char token[64];
     char host[128];      /* host identity: boot id + /dev/shm device, or RINGCOMM_HOST_ID */
-    char pad[RC_ADDRESS_BYTES - 16 - 64 - 128];
+    unsigned char net[48]; /* a network transport's listening address (tcp.c) */
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
 
@@ -31,7 +31,10 @@ typedef struct rc_transport_ops {
     int (*can_connect)(const rc_addr_t *self, const rc_addr_t *peer);
     /* Phase 1 (before addresses are exchanged). */
     rc_status_t (*create)(rc_comm_t *comm);
-    /* Phase 2: every rank's address, in rank order. */
+    /* Phase 1: fill this transport's part of this rank's address (NULL: none). */
+    void (*address)(rc_comm_t *comm, rc_addr_t *a);
+    /* Phase 2: every rank's address, in rank order.  A transport connects
+     * only the peers r with rc_peer_is(comm, r, itself). */
     rc_status_t (*connect)(rc_comm_t *comm, const rc_addr_t *addrs);
     /* Data path, on one of RC_NLANES independent FIFO lanes per rank pair
      * (collectives and point-to-point never share a FIFO).  send_acquire
@@ -83,7 +86,13 @@ size_t rc_shm_header_bytes(void);
 
 extern const rc_transport_ops_t rc_transport_shm;
 
-/* The transport table, in order of preference. */
+/* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
+
+/* Does `t` carry the traffic between this rank and rank r?  (comm->peer_tp
+ * when transports are chosen per peer, else the one transport comm->tp.) */
+static inline int rc_peer_is(const rc_comm_t *comm, int r, const rc_transport_ops_t *t) {
+    return comm->peer_tp ? comm->peer_tp[r] == t : comm->tp == t;
+}
 
 #endif /* RC_TRANSPORT_H */
