@@ -100,8 +100,10 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     /* auto: all-reduces this large read the peers' buffers directly (0: never) */
     c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
     /* RINGCOMM_TRANSPORT=name forces one transport for every peer (tests,
-     * and ranks on one host that should talk as if they were not). */
+     * and ranks on one host that should talk as if they were not); else
+     * shared memory and a network transport, chosen per peer at connect. */
     const char *force = getenv("RINGCOMM_TRANSPORT");
+    rc_status_t st;
     c->tp = rc_transports[0];
     if (force && *force) {
         const rc_transport_ops_t *const *t = rc_transports;
@@ -112,9 +114,12 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
                                 "RINGCOMM_TRANSPORT=%s: not a transport of this build", force);
         }
         c->tp = *t;
+        c->tp_forced = 1;
+        c->tps[c->ntps++] = c->tp;
+        st = c->tp->create(c);
+    } else {
+        st = rc_mux_create(c);
     }
-    c->tps[c->ntps++] = c->tp;
-    rc_status_t st = c->tp->create(c);
     if (st != RC_OK) {
         rc_comm_destroy(c);
         return st;
@@ -135,6 +140,12 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     a.pid = (int32_t)getpid();
     snprintf(a.token, sizeof a.token, "%s", comm->token);
     host_identity(a.host, sizeof a.host);
+    a.tune.chunk_bytes = (uint32_t)comm->chunk_bytes;
+    a.tune.nslots = (uint16_t)comm->nslots;
+    a.tune.algo_env = (int8_t)comm->algo_env;
+    a.tune.direct_max = comm->direct_max;
+    a.tune.tree_max = comm->tree_max;
+    a.tune.stream_min = comm->stream_min;
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
     memcpy(blob, &a, sizeof a);
@@ -155,6 +166,13 @@ rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token)
                                 "comm_connect on rank %d: address %d is not from rank %d of this "
                                 "%d-rank communicator (it says rank %d of %d)",
                                 me, r, r, size, a->rank, a->size);
+        const rc_tune_t *t = &a->tune;
+        if (t->chunk_bytes < 64 || t->chunk_bytes > (1u << 30) || t->chunk_bytes % 64 ||
+            t->nslots < 2 || t->nslots > 1024 || t->algo_env < 0 || t->algo_env >= RC_NUM_ALGOS)
+            return rc_set_error(RC_ERR_MISMATCH,
+                                "comm_connect on rank %d: address of rank %d carries an invalid "
+                                "tuning (%u slots of %u bytes, algorithm %d)",
+                                me, r, t->nslots, t->chunk_bytes, t->algo_env);
     }
     return RC_OK;
 }
@@ -173,17 +191,18 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     memcpy(addrs, blobs, blob_bytes);
     rc_status_t st = rc_addr_check(addrs, comm->size, comm->rank, comm->token);
     if (st != RC_OK) goto out;
-    for (int r = 0; r < comm->size; r++) {
-        if (!comm->tp->can_connect(&addrs[comm->rank], &addrs[r])) {
-            st = rc_set_error(RC_ERR_NOT_SUPPORTED,
-                              "comm_connect on rank %d: rank %d is on another host (%s vs %s); "
-                              "only the shared-memory transport is built so far",
-                              comm->rank, r, addrs[r].host, addrs[comm->rank].host);
-            goto out;
-        }
-    }
-    RC_CHECK_GOTO(comm->tp->connect(comm, addrs), st, out);
-    /* after connect: the transport has set rank 0's chunk size */
+    /* rank 0's tuning, before any transport sizes its slots */
+    const rc_tune_t *tune = &addrs[0].tune;
+    comm->chunk_bytes = tune->chunk_bytes;
+    comm->nslots = tune->nslots;
+    comm->algo_env = tune->algo_env;
+    comm->direct_max = tune->direct_max;
+    comm->tree_max = tune->tree_max;
+    comm->stream_min = tune->stream_min;
+    /* the transport of every peer (closes the unused), then connect each */
+    RC_CHECK_GOTO(rc_mux_select(comm, addrs), st, out);
+    for (int i = 0; i < comm->ntps; i++)
+        RC_CHECK_GOTO(comm->tps[i]->connect(comm, addrs), st, out);
     comm->scratch = malloc(comm->chunk_bytes);
     if (!comm->scratch) {
         st = rc_set_error(RC_ERR_NO_MEMORY, "comm_connect: out of memory");
@@ -200,7 +219,8 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
                comm->oversubscribed ? ", more ranks than CPUs" : "");
         for (int r = 0; r < comm->size; r++)
             if (r != comm->rank)
-                RC_LOG(RC_INFO, "rank %d -> rank %d: transport %s", comm->rank, r, comm->tp->name);
+                RC_LOG(RC_INFO, "rank %d -> rank %d: transport %s (host %s)", comm->rank, r,
+                       comm->peer_tp ? comm->peer_tp[r]->name : comm->tp->name, addrs[r].host);
     }
 out:
     free(addrs);
@@ -223,6 +243,7 @@ rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->close) comm->tps[i]->close(comm);
     free(comm->peer_tp);
+    free(comm->host_ranks);
     rc_p2p_free(comm);
     pthread_mutex_destroy(&comm->qmu);
     free(comm->scratch);

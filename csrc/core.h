@@ -146,6 +146,14 @@ struct rc_comm {
     const struct rc_transport_ops *tps[4]; /* the transports created in phase 1 */
     int ntps;
     const struct rc_transport_ops **peer_tp; /* per-peer choice (NULL: comm->tp for all) */
+    int tp_forced;                 /* RINGCOMM_TRANSPORT named the one transport */
+    char net_err[240];             /* why no network transport could be created (mux.c) */
+    /* Host layout (mux.c, from the address blobs' host identities): hosts
+     * in order of their lowest rank, ranks in order within a host. */
+    int nhosts;
+    int local_size;                /* ranks per host when every host has as many, else 0 */
+    int host_idx, local_idx;       /* this rank's host and index on it */
+    int *host_ranks;               /* [host * local_size + local index] = rank (uniform only) */
     struct rc_shm *shm;            /* shared-memory transport state */
     void *scratch;                 /* chunk_bytes of private scratch */
 

@@ -142,16 +142,21 @@ def test_shm_header(p, nslots, chunk, algo, hdr_p, tweak):
 
 # ---- address blobs
 
-ADDR = struct.Struct("<Iiii64s128s48x")
+# magic, rank, size, pid, token, host, tune {chunk, nslots, algo, pad, direct_max,
+# tree_max, stream_min}, net
+ADDR = struct.Struct("<Iiii64s96sIHbxQQQ48x")
+TUNE = (131072, 4, 0, 1024, 0, 8 << 20)
 
 
 @FAST
 @given(size=st.integers(1, 6), bad_rank=st.integers(-1, 5), field=st.sampled_from(
-           ["none", "magic", "rank", "size", "token", "unterminated"]))
+           ["none", "magic", "rank", "size", "token", "unterminated", "chunk", "nslots",
+            "algo"]))
 def test_addresses(size, bad_rank, field):
     blobs = []
     for r in range(size):
         magic, rank, sz, token, host = 0x52434144, r, size, b"fuzz", b"host"
+        tune = list(TUNE)
         if r == bad_rank:
             if field == "magic":
                 magic ^= 1
@@ -162,8 +167,14 @@ def test_addresses(size, bad_rank, field):
             elif field == "token":
                 token = b"fuzZ"
             elif field == "unterminated":
-                token, host = b"fuzz", b"h" * 128   # no NUL: must not be read past
-        blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host))
+                token, host = b"fuzz", b"h" * 96    # no NUL: must not be read past
+            elif field == "chunk":                  # the tuning rank 0's address carries
+                tune[0] = 100
+            elif field == "nslots":
+                tune[1] = 1
+            elif field == "algo":
+                tune[2] = NUM_ALGOS
+        blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host, *tune))
     verdict = _fuzz_check(ADDRESSES, struct.pack("<i", size) + b"".join(blobs))
     broken = 0 <= bad_rank < size and field not in ("none", "unterminated")
     assert verdict == ("RC_ERR_MISMATCH" if broken else "RC_OK"), (size, bad_rank, field)

@@ -1,7 +1,16 @@
 /* shm.c - same-host transport through one POSIX shared-memory segment.
  *
- * Layout of the segment "/ringcomm-<token>" (created by rank 0, 0600, O_EXCL;
- * unlinked by the last rank to map it, so a crash leaves nothing behind):
+ * The segment serves the ranks of one host only (those comm.c routes to
+ * this transport, plus this rank): p below is their count and every index
+ * inside the segment is a *local* index 0..p-1 (the ranks in global order);
+ * the transport's entry points take global ranks and map them (g2l / l2g),
+ * and every message names global ranks.
+ *
+ * Layout of the segment "/ringcomm-<token>-<hash of the host identity>"
+ * (created at connect by the host's lowest rank, 0600, O_EXCL, the others
+ * open it with retries; unlinked by the last rank to map it, so a crash
+ * leaves nothing behind; the hash keeps simulated hosts on one machine,
+ * RINGCOMM_HOST_ID, apart):
  *
  *   [header 4 KiB][rank info: 64 B x p][acks: 64 B x p x p]
  *   [lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
@@ -115,12 +124,19 @@ struct rc_shm {
     shm_hdr_t *hdr;
     shm_rankinfo_t *info;
     int unlinked;
-    shm_end_t *tx; /* [lane * p + peer]: channel me -> peer */
-    shm_end_t *rx; /* [lane * p + peer]: channel peer -> me */
+    /* indexed by *global* rank (entries of ranks on other hosts unused), so
+     * the data path needs no translation */
+    shm_end_t *tx; /* [lane * size + peer]: channel me -> peer */
+    shm_end_t *rx; /* [lane * size + peer]: channel peer -> me */
     uint32_t spin;
     uint32_t yields;
     size_t slot_stride; /* copied from the header once checked */
-    int *pidfd;    /* [peer]: pidfd_open of the peer's process (-1: none) */
+    int nl;        /* ranks on this segment (this host) */
+    int me;        /* this rank's local index */
+    int *l2g;      /* [local index] = global rank */
+    int *g2l;      /* [global rank] = local index, -1 for ranks elsewhere */
+    shm_rankinfo_t *self; /* info[me] */
+    int *pidfd;    /* [local index]: pidfd_open of the peer's process (-1: none) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -151,21 +167,28 @@ static size_t shm_total_bytes(int p, size_t chan_bytes) {
            (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
 }
 
+/* from, to: local indices */
 static _Atomic uint8_t *shm_acks(const rc_comm_t *comm, int from, int to) {
-    return (_Atomic uint8_t *)((char *)comm->shm->base + shm_acks_off(comm->size) +
-                               ((size_t)from * (size_t)comm->size + (size_t)to) * SHM_ACK_FLAGS);
+    const struct rc_shm *s = comm->shm;
+    return (_Atomic uint8_t *)((char *)s->base + shm_acks_off(s->nl) +
+                               ((size_t)from * (size_t)s->nl + (size_t)to) * SHM_ACK_FLAGS);
 }
 
+/* from, to: local indices */
 static shm_chan_t *shm_chan(const rc_comm_t *comm, int lane, int from, int to) {
     const struct rc_shm *s = comm->shm;
-    size_t p = (size_t)comm->size, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
+    size_t p = (size_t)s->nl, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
     size_t off = shm_acks_off((int)p) + p * p * SHM_ACK_FLAGS +
                  (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
     return (shm_chan_t *)((char *)s->base + off);
 }
 
-static void shm_name(const rc_comm_t *comm, char *buf, size_t len) {
-    snprintf(buf, len, "/ringcomm-%s", comm->token);
+/* FNV-1a: simulated hosts on one machine get different segment names */
+static void shm_name(const rc_comm_t *comm, const char *host, char *buf, size_t len) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *c = (const unsigned char *)host; *c; c++)
+        h = (h ^ *c) * 0x100000001b3ull;
+    snprintf(buf, len, "/ringcomm-%s-%016llx", comm->token, (unsigned long long)h);
 }
 
 /* ---- failure paths (slow, out of line) ---- */
@@ -184,7 +207,7 @@ static rc_status_t shm_check_abort(rc_comm_t *comm) {
  * the process exits, even while it is an unreaped zombie, and never names a
  * recycled pid; without one, kill(pid, 0) plus the zombie state in
  * /proc/<pid>/stat. */
-static int shm_peer_dead(rc_comm_t *comm, int r, pid_t *pid_out) {
+static int shm_peer_dead(rc_comm_t *comm, int r /* local */, pid_t *pid_out) {
     struct rc_shm *s = comm->shm;
     pid_t pid = atomic_load_explicit(&s->info[r].pid, memory_order_relaxed);
     *pid_out = pid;
@@ -206,7 +229,7 @@ static int shm_peer_dead(rc_comm_t *comm, int r, pid_t *pid_out) {
 }
 
 /* Read a peer's published descriptor (seqlock); 0 when it kept changing. */
-static int shm_peer_desc(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
+static int shm_peer_desc(rc_comm_t *comm, int peer /* local */, rc_desc_t *theirs) {
     shm_rankinfo_t *ri = &comm->shm->info[peer];
     for (int tries = 0; tries < 100; tries++) {
         uint32_t v0 = atomic_load_explicit(&ri->pub, memory_order_acquire);
@@ -221,7 +244,7 @@ static int shm_peer_desc(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
 
 /* 1 when the peer is in the same collective call (same sequence number) but
  * described differently. */
-static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
+static int shm_peer_mismatch(rc_comm_t *comm, int peer /* local */, rc_desc_t *theirs) {
     if (!shm_peer_desc(comm, peer, theirs)) return 0;
     if (theirs->seq != comm->cur.desc.seq || theirs->coll == RC_COLL_NONE) return 0;
     return !rc_desc_equal(theirs, &comm->cur.desc);
@@ -230,11 +253,13 @@ static int shm_peer_mismatch(rc_comm_t *comm, int peer, rc_desc_t *theirs) {
 /* The stall inspector (as Horovod's): which ranks have not reached this
  * collective, and the last call each of them did reach. */
 static void shm_stragglers(rc_comm_t *comm, char *buf, size_t len) {
+    const struct rc_shm *s = comm->shm;
     size_t n = 0;
     buf[0] = 0;
-    for (int r = 0; r < comm->size && n + 80 < len; r++) {
+    for (int q = 0; q < s->nl && n + 80 < len; q++) {
         rc_desc_t d;
-        if (r == comm->rank || !shm_peer_desc(comm, r, &d)) continue;
+        int r = s->l2g[q];
+        if (q == s->me || !shm_peer_desc(comm, q, &d)) continue;
         if (d.coll != RC_COLL_NONE && d.seq == comm->cur.desc.seq) continue; /* arrived */
         char last[180] = "no collective yet";
         if (d.coll != RC_COLL_NONE) {
@@ -244,16 +269,20 @@ static void shm_stragglers(rc_comm_t *comm, char *buf, size_t len) {
         n += (size_t)snprintf(buf + n, len - n, "%s%d (%s)", n ? ", " : "", r, last);
     }
     if (!n) snprintf(buf, len, "none (every rank is in this call)");
+    if (s->nl < comm->size && n + 40 < len)
+        snprintf(buf + strlen(buf), len - strlen(buf), "; ranks on other hosts not inspected");
 }
 
 static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
                                    int *warned) {
     RC_CHECK(shm_check_abort(comm));
+    const struct rc_shm *s = comm->shm;
     char mine[160], theirs_s[160], late[600];
-    for (int r = 0; r < comm->size; r++) {
-        if (r == comm->rank) continue;
+    for (int q = 0; q < s->nl; q++) {
+        int r = s->l2g[q];
+        if (q == s->me) continue;
         rc_desc_t theirs;
-        if (shm_peer_mismatch(comm, r, &theirs)) {
+        if (shm_peer_mismatch(comm, q, &theirs)) {
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             rc_desc_format(&theirs, theirs_s, sizeof theirs_s);
             return rc_comm_fail(comm, RC_ERR_MISMATCH,
@@ -261,7 +290,7 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
                                 comm->rank, mine, r, theirs_s);
         }
         pid_t pid;
-        if (shm_peer_dead(comm, r, &pid)) {
+        if (shm_peer_dead(comm, q, &pid)) {
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             return rc_comm_fail(comm, RC_ERR_PEER_LOST,
                                 "rank %d (pid %d) is gone: rank %d was in %s, waiting to %s rank %d",
@@ -290,19 +319,23 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
 
 /* Abort record and the liveness of every peer (`doing`: for the message). */
 static rc_status_t shm_health(rc_comm_t *comm, const char *doing) {
+    const struct rc_shm *s = comm->shm;
     RC_CHECK(shm_check_abort(comm));
-    for (int r = 0; r < comm->size; r++) {
-        if (r == comm->rank) continue;
+    for (int q = 0; q < s->nl; q++) {
+        if (q == s->me) continue;
         pid_t pid;
-        if (shm_peer_dead(comm, r, &pid))
+        if (shm_peer_dead(comm, q, &pid))
             return rc_comm_fail(comm, RC_ERR_PEER_LOST, "rank %d (pid %d) is gone: rank %d was %s",
-                                r, (int)pid, comm->rank, doing);
+                                s->l2g[q], (int)pid, comm->rank, doing);
     }
     return RC_OK;
 }
 
-/* While a collective waits, pending sends and receives keep moving. */
-static rc_status_t shm_wait_side_work(rc_comm_t *comm) {
+/* While a collective waits, pending sends and receives keep moving, and
+ * so does every other transport in use (peers on other hosts: their
+ * health call moves queued network sends and reports a lost peer, so a
+ * wait on this host never holds back a chain that crosses hosts). */
+static rc_status_t shm_wait_side_work(rc_comm_t *comm, const char *doing) {
     if (RC_UNLIKELY(atomic_load_explicit(&comm->stop, memory_order_relaxed)))
         return rc_comm_fail(comm, RC_ERR_INVALID_ARG,
                             "rank %d: the communicator was closed during a call", comm->rank);
@@ -310,6 +343,8 @@ static rc_status_t shm_wait_side_work(rc_comm_t *comm) {
         int moved = rc_p2p_progress(comm);
         if (moved < 0) return (rc_status_t)moved;
     }
+    for (int i = 0; doing && i < comm->ntps; i++)
+        if (comm->tps[i] != &rc_transport_shm) RC_CHECK(comm->tps[i]->health(comm, doing));
     return RC_OK;
 }
 
@@ -324,6 +359,11 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
     }
     double t0 = rc_now(), next_check = t0;
     int warned = 0;
+    char doing_buf[64], *doing = NULL;
+    if (comm->ntps > 1) {
+        snprintf(doing_buf, sizeof doing_buf, "waiting to %s rank %d", what, peer);
+        doing = doing_buf;
+    }
     for (uint32_t i = 0;; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
         if (i < s->yields) {
@@ -335,7 +375,7 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
             atomic_store_explicit(waiters, 0, memory_order_relaxed);
         }
         RC_CHECK(shm_check_abort(comm));
-        RC_CHECK(shm_wait_side_work(comm));
+        RC_CHECK(shm_wait_side_work(comm, doing));
         double now = rc_now();
         if (now >= next_check) {
             RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
@@ -346,11 +386,15 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
 
 /* ---- data path ---- */
 
-static void shm_ring(rc_comm_t *comm, int rank) {
-    shm_rankinfo_t *ri = &comm->shm->info[rank];
+static void shm_ring_info(shm_rankinfo_t *ri) {
     atomic_fetch_add_explicit(&ri->bell, 1, memory_order_seq_cst);
     if (atomic_load_explicit(&ri->bell_waiters, memory_order_seq_cst))
         futex_wake(&ri->bell);
+}
+
+/* ring global rank `rank`'s doorbell */
+static void shm_ring(rc_comm_t *comm, int rank) {
+    shm_ring_info(&comm->shm->info[comm->shm->g2l[rank]]);
 }
 
 static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **buf, int wait) {
@@ -409,15 +453,15 @@ static void shm_recv_release(rc_comm_t *comm, int lane, int peer) {
 }
 
 static uint32_t shm_events(rc_comm_t *comm) {
-    return atomic_load_explicit(&comm->shm->info[comm->rank].bell, memory_order_acquire);
+    return atomic_load_explicit(&comm->shm->self->bell, memory_order_acquire);
 }
 
-static void shm_kick(rc_comm_t *comm) { shm_ring(comm, comm->rank); }
+static void shm_kick(rc_comm_t *comm) { shm_ring_info(comm->shm->self); }
 
 /* Sleep until the doorbell moves or max_s passes: spin, yield, then futex. */
 static void shm_wait_events(rc_comm_t *comm, uint32_t seen, double max_s) {
     struct rc_shm *s = comm->shm;
-    shm_rankinfo_t *ri = &s->info[comm->rank];
+    shm_rankinfo_t *ri = s->self;
     for (uint32_t i = 0; i < s->spin; i++) {
         if (atomic_load_explicit(&ri->bell, memory_order_acquire) != seen) return;
         cpu_relax();
@@ -434,7 +478,7 @@ static void shm_wait_events(rc_comm_t *comm, uint32_t seen, double max_s) {
 }
 
 static void shm_publish(rc_comm_t *comm) {
-    shm_rankinfo_t *ri = &comm->shm->info[comm->rank];
+    shm_rankinfo_t *ri = comm->shm->self;
     uint32_t v = atomic_load_explicit(&ri->pub, memory_order_relaxed);
     atomic_store_explicit(&ri->pub, v + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
@@ -459,15 +503,18 @@ static const uint64_t shm_probe_word = 0x52434d4150524f42ull; /* "RCMAPROB" */
 
 /* Can `peer` read this rank's memory (so a large send may go by address)? */
 static int shm_cma_ok(rc_comm_t *comm, int peer) {
-    if (comm->rank >= 64 || peer >= 64 || !comm->cma_min) return 0;
-    uint64_t m = atomic_load_explicit(&comm->shm->info[peer].cma_mask, memory_order_acquire);
-    return (int)((m >> comm->rank) & 1u);
+    const struct rc_shm *s = comm->shm;
+    int q = s->g2l[peer];
+    if (s->me >= 64 || q < 0 || q >= 64 || !comm->cma_min) return 0;
+    uint64_t m = atomic_load_explicit(&s->info[q].cma_mask, memory_order_acquire);
+    return (int)((m >> s->me) & 1u);
 }
 
 /* Read `len` bytes at `remote` in `peer`'s memory into dst. */
 static rc_status_t shm_cma_read(rc_comm_t *comm, int peer, void *dst, uint64_t remote,
                                 size_t len) {
-    pid_t pid = atomic_load_explicit(&comm->shm->info[peer].pid, memory_order_relaxed);
+    pid_t pid = atomic_load_explicit(&comm->shm->info[comm->shm->g2l[peer]].pid,
+                                     memory_order_relaxed);
     char *d = dst;
     while (len) {
         size_t n = len < (1u << 30) ? len : (1u << 30);
@@ -489,14 +536,16 @@ static rc_status_t shm_cma_read(rc_comm_t *comm, int peer, void *dst, uint64_t r
 
 /* Receiver: message `msg` from `peer` has been read. */
 static void shm_ack_set(rc_comm_t *comm, int peer, uint32_t msg) {
-    atomic_store_explicit(&shm_acks(comm, peer, comm->rank)[msg % SHM_ACK_FLAGS], 1,
+    const struct rc_shm *s = comm->shm;
+    atomic_store_explicit(&shm_acks(comm, s->g2l[peer], s->me)[msg % SHM_ACK_FLAGS], 1,
                           memory_order_release);
     shm_ring(comm, peer);
 }
 
 /* Sender: was message `msg` to `peer` read?  Clears the flag when it was. */
 static int shm_ack_take(rc_comm_t *comm, int peer, uint32_t msg) {
-    _Atomic uint8_t *f = &shm_acks(comm, comm->rank, peer)[msg % SHM_ACK_FLAGS];
+    const struct rc_shm *s = comm->shm;
+    _Atomic uint8_t *f = &shm_acks(comm, s->me, s->g2l[peer])[msg % SHM_ACK_FLAGS];
     if (!atomic_load_explicit(f, memory_order_acquire)) return 0;
     atomic_store_explicit(f, 0, memory_order_relaxed);
     return 1;
@@ -506,18 +555,19 @@ static int shm_ack_take(rc_comm_t *comm, int peer, uint32_t msg) {
 static void shm_cma_probe(rc_comm_t *comm) {
     struct rc_shm *s = comm->shm;
     uint64_t mask = 0;
-    for (int q = 0; q < comm->size && q < 64 && comm->rank < 64; q++) {
+    for (int q = 0; q < s->nl && q < 64 && s->me < 64; q++) {
         pid_t pid = atomic_load(&s->info[q].pid);
         uint64_t addr = s->info[q].probe_addr, word = 0;
-        if (q == comm->rank || pid <= 0 || !addr) continue;
+        if (q == s->me || pid <= 0 || !addr) continue;
         struct iovec lv = {&word, sizeof word}, rv = {(void *)(uintptr_t)addr, sizeof word};
         if (process_vm_readv(pid, &lv, 1, &rv, 1, 0) == (ssize_t)sizeof word &&
             word == shm_probe_word)
             mask |= 1ull << q;
     }
-    atomic_store_explicit(&s->info[comm->rank].cma_mask, mask, memory_order_release);
+    atomic_store_explicit(&s->self->cma_mask, mask, memory_order_release);
     atomic_fetch_add(&s->hdr->probed, 1);
-    RC_LOG(RC_INFO, "rank %d: single-copy reads (process_vm_readv) from ranks mask 0x%llx%s",
+    RC_LOG(RC_INFO, "rank %d: single-copy reads (process_vm_readv) from local indices mask "
+           "0x%llx%s",
            comm->rank, (unsigned long long)mask, mask ? "" : " (none: messages use the slots)");
 }
 
@@ -546,12 +596,12 @@ static void shm_unlink_once(struct rc_shm *s) {
     }
 }
 
-/* Phase 1: rank 0 creates and sizes the segment. */
+/* Phase 1: only the back-off; the segment is made at connect, when the
+ * ranks of this host are known. */
 static rc_status_t shm_create(rc_comm_t *comm) {
     struct rc_shm *s = calloc(1, sizeof *s);
     if (!s) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     comm->shm = s;
-    shm_name(comm, s->name, sizeof s->name);
     s->unlinked = 1; /* nothing of ours to unlink yet */
     /* Back-off: with a core per rank, spin long (a peer is about to post);
      * with more ranks than cores, spinning steals the peer's core, so spin
@@ -559,23 +609,23 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     int over = comm->oversubscribed;
     s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
     s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
-    if (comm->rank != 0) return RC_OK;
+    return RC_OK;
+}
 
-    int p = comm->size;
-    size_t stride = RC_ALIGN_UP(SHM_SLOT_HDR + comm->chunk_bytes, RC_CACHELINE);
-    size_t chan = sizeof(shm_chan_t) + (size_t)comm->nslots * stride;
-    size_t total = shm_total_bytes(p, chan);
+/* The host's first rank creates and sizes the segment for its nl ranks. */
+static rc_status_t shm_make(rc_comm_t *comm, size_t stride, size_t chan, size_t total) {
+    struct rc_shm *s = comm->shm;
     int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0)
-        return rc_set_error(RC_ERR_IO, "rank 0: cannot create shared memory %s: %s", s->name,
-                            strerror(errno));
+        return rc_set_error(RC_ERR_IO, "rank %d: cannot create shared memory %s: %s", comm->rank,
+                            s->name, strerror(errno));
     s->unlinked = 0;
     if (ftruncate(fd, (off_t)total) != 0) {
         int e = errno;
         close(fd);
         shm_unlink_once(s);
-        return rc_set_error(RC_ERR_IO, "rank 0: cannot size shared memory %s to %zu bytes: %s",
-                            s->name, total, strerror(e));
+        return rc_set_error(RC_ERR_IO, "rank %d: cannot size shared memory %s to %zu bytes: %s",
+                            comm->rank, s->name, total, strerror(e));
     }
     rc_status_t st = shm_map(comm, fd, total);
     close(fd);
@@ -584,23 +634,82 @@ static rc_status_t shm_create(rc_comm_t *comm) {
         return st;
     }
     shm_hdr_t *h = s->hdr;
-    h->size = (uint32_t)p;
+    h->size = (uint32_t)s->nl;
     h->nslots = comm->nslots;
     h->chunk_bytes = comm->chunk_bytes;
     h->slot_stride = stride;
-    s->slot_stride = stride;
     h->chan_bytes = chan;
     h->total_bytes = total;
     h->algo_env = comm->algo_env;
     h->direct_max = comm->direct_max;
     h->tree_max = comm->tree_max;
     h->stream_min = comm->stream_min;
-    atomic_thread_fence(memory_order_release);
-    h->magic = SHM_MAGIC;
+    atomic_store_explicit((_Atomic uint64_t *)&h->magic, SHM_MAGIC, memory_order_release);
     return RC_OK;
 }
 
-/* Every field of rank 0's header another rank relies on, checked before use
+/* The other ranks of the host: open the segment once the first rank has
+ * made it (retrying until the deadline; failing fast when that rank's
+ * process is gone), then check its header. */
+static rc_status_t shm_open_made(rc_comm_t *comm, const rc_addr_t *leader) {
+    struct rc_shm *s = comm->shm;
+    const int first = s->l2g[0];
+    double t0 = rc_now(), next_check = t0 + 0.05;
+    struct stat sb;
+    int fd = -1;
+    for (uint32_t i = 0;; i++) {
+        if (fd < 0) {
+            fd = shm_open(s->name, O_RDWR, 0600);
+            if (fd < 0 && errno != ENOENT)
+                return rc_set_error(RC_ERR_IO, "rank %d: cannot open shared memory %s created "
+                                    "by rank %d: %s", comm->rank, s->name, first, strerror(errno));
+        }
+        /* ftruncate sizes it in one step: a non-zero size is the final one */
+        if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0) {
+            rc_status_t st = shm_map(comm, fd, (size_t)sb.st_size);
+            close(fd);
+            RC_CHECK(st);
+            break;
+        }
+        struct timespec ts = {0, i < 20 ? 50000 : 1000000};
+        nanosleep(&ts, NULL);
+        double now = rc_now();
+        if (now < next_check) continue;
+        next_check = now + 0.05;
+        if (leader->pid > 0 && kill(leader->pid, 0) != 0 && errno == ESRCH) {
+            if (fd >= 0) close(fd);
+            return rc_set_error(RC_ERR_PEER_LOST, "rank %d: rank %d (pid %d), which creates this "
+                                "host's shared memory %s, is gone", comm->rank, first,
+                                (int)leader->pid, s->name);
+        }
+        if (now - t0 > comm->timeout_s) {
+            if (fd >= 0) close(fd);
+            return rc_set_error(RC_ERR_TIMEOUT, "rank %d: shared memory %s of rank %d (this "
+                                "host's first rank) was not ready within %.0f s", comm->rank,
+                                s->name, first, comm->timeout_s);
+        }
+    }
+    /* the magic is written last (release): then the header is complete */
+    shm_hdr_t *h = s->hdr;
+    for (uint32_t i = 0; atomic_load_explicit((_Atomic uint64_t *)&h->magic,
+                                              memory_order_acquire) != SHM_MAGIC; i++) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+        if ((i & 255) == 255 && rc_now() - t0 > comm->timeout_s) break; /* the check reports it */
+    }
+    char why[200];
+    if (rc_shm_header_check(h, s->bytes, s->nl, why, sizeof why) != RC_OK)
+        return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s is not a valid "
+                            "%d-rank ringcomm segment: %s", comm->rank, s->name, s->nl, why);
+    /* the chunking comes from rank 0's address for every transport */
+    if (h->chunk_bytes != comm->chunk_bytes || h->nslots != comm->nslots)
+        return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s has %u slots of %llu "
+                            "bytes, this rank expects %u of %zu", comm->rank, s->name, h->nslots,
+                            (unsigned long long)h->chunk_bytes, comm->nslots, comm->chunk_bytes);
+    return RC_OK;
+}
+
+/* Every field of the creator's header another rank relies on, checked before use
  * (a corrupt or hostile header must not lead to an access outside the
  * mapping).  Also the fuzz target for the header bytes (csrc/fuzz.c). */
 rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why, size_t len) {
@@ -629,11 +738,11 @@ rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why
 
 size_t rc_shm_header_bytes(void) { return sizeof(shm_hdr_t); }
 
-/* Wait (spin, then 200 us sleeps) until every rank has bumped *counter;
- * 0 when the communicator's timeout passes first. */
+/* Wait (spin, then 200 us sleeps) until every rank of the segment has
+ * bumped *counter; 0 when the communicator's timeout passes first. */
 static int shm_wait_count(rc_comm_t *comm, _Atomic uint32_t *counter) {
     double t0 = rc_now();
-    for (uint32_t i = 0; atomic_load(counter) < (uint32_t)comm->size; i++) {
+    for (uint32_t i = 0; atomic_load(counter) < (uint32_t)comm->shm->nl; i++) {
         if (i < 1000) {
             cpu_relax();
         } else {
@@ -645,55 +754,47 @@ static int shm_wait_count(rc_comm_t *comm, _Atomic uint32_t *counter) {
     return 1;
 }
 
-/* Phase 2: everyone maps, publishes its pid, and the last to attach unlinks. */
+/* Phase 2: the ranks of this host (the peers comm.c gave this transport,
+ * and this rank) map one segment, publish their pids, and the last to
+ * attach unlinks it. */
 static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     struct rc_shm *s = comm->shm;
-    int p = comm->size;
-    (void)addrs;
-    if (comm->rank != 0) {
-        int fd = shm_open(s->name, O_RDWR, 0600);
-        if (fd < 0)
-            return rc_set_error(RC_ERR_IO,
-                                "rank %d: cannot open shared memory %s created by rank 0: %s",
-                                comm->rank, s->name, strerror(errno));
-        struct stat sb;
-        if (fstat(fd, &sb) != 0 || (size_t)sb.st_size < SHM_HDR_BYTES) {
-            close(fd);
-            return rc_set_error(RC_ERR_IO, "rank %d: shared memory %s is truncated", comm->rank,
-                                s->name);
+    const int P = comm->size;
+    s->g2l = malloc((size_t)P * sizeof *s->g2l);
+    s->l2g = malloc((size_t)P * sizeof *s->l2g);
+    s->tx = calloc((size_t)RC_NLANES * P, sizeof *s->tx);
+    s->rx = calloc((size_t)RC_NLANES * P, sizeof *s->rx);
+    if (!s->g2l || !s->l2g || !s->tx || !s->rx)
+        return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    s->nl = 0;
+    for (int r = 0; r < P; r++) {
+        s->g2l[r] = -1;
+        if (r == comm->rank || rc_peer_is(comm, r, &rc_transport_shm)) {
+            if (r == comm->rank) s->me = s->nl;
+            s->g2l[r] = s->nl;
+            s->l2g[s->nl++] = r;
         }
-        rc_status_t st = shm_map(comm, fd, (size_t)sb.st_size);
-        close(fd);
-        RC_CHECK(st);
-        shm_hdr_t *h = s->hdr;
-        char why[200];
-        if (rc_shm_header_check(h, s->bytes, p, why, sizeof why) != RC_OK)
-            return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s is not a valid "
-                                "%d-rank ringcomm segment: %s", comm->rank, s->name, p, why);
-        /* Rank 0 decides the chunking; everyone uses the same (copied once:
-         * nothing is re-read from the shared header afterwards). */
-        comm->chunk_bytes = h->chunk_bytes;
-        comm->nslots = h->nslots;
-        s->slot_stride = h->slot_stride;
-        comm->algo_env = h->algo_env;
-        comm->direct_max = h->direct_max;
-        comm->tree_max = h->tree_max;
-        comm->stream_min = h->stream_min;
     }
-    s->tx = calloc((size_t)RC_NLANES * p, sizeof *s->tx);
-    s->rx = calloc((size_t)RC_NLANES * p, sizeof *s->rx);
-    if (!s->tx || !s->rx) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
+    const int p = s->nl;
+    shm_name(comm, addrs[comm->rank].host, s->name, sizeof s->name);
+    size_t stride = RC_ALIGN_UP(SHM_SLOT_HDR + comm->chunk_bytes, RC_CACHELINE);
+    size_t chan = sizeof(shm_chan_t) + (size_t)comm->nslots * stride;
+    s->slot_stride = stride;
+    if (s->me == 0) RC_CHECK(shm_make(comm, stride, chan, shm_total_bytes(p, chan)));
+    else RC_CHECK(shm_open_made(comm, &addrs[s->l2g[0]]));
+    s->self = &s->info[s->me];
     for (int lane = 0; lane < RC_NLANES; lane++) {
         for (int q = 0; q < p; q++) {
-            shm_end_t *tx = &s->tx[lane * p + q], *rx = &s->rx[lane * p + q];
-            tx->ch = shm_chan(comm, lane, comm->rank, q);
+            int g = s->l2g[q];
+            shm_end_t *tx = &s->tx[lane * P + g], *rx = &s->rx[lane * P + g];
+            tx->ch = shm_chan(comm, lane, s->me, q);
             tx->slots = (char *)tx->ch + sizeof(shm_chan_t);
-            rx->ch = shm_chan(comm, lane, q, comm->rank);
+            rx->ch = shm_chan(comm, lane, q, s->me);
             rx->slots = (char *)rx->ch + sizeof(shm_chan_t);
         }
     }
-    s->info[comm->rank].probe_addr = (uint64_t)(uintptr_t)&shm_probe_word;
-    atomic_store(&s->info[comm->rank].pid, (int32_t)getpid());
+    s->self->probe_addr = (uint64_t)(uintptr_t)&shm_probe_word;
+    atomic_store(&s->self->pid, (int32_t)getpid());
     uint32_t n = atomic_fetch_add(&s->hdr->attached, 1) + 1;
     if (n == (uint32_t)p) {
         s->unlinked = 0;
@@ -701,24 +802,25 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     }
     /* Wait for every rank to attach: then all pids are known and the name is gone. */
     if (!shm_wait_count(comm, &s->hdr->attached)) {
-        if (comm->rank == 0) {
+        if (s->me == 0) {
             s->unlinked = 0;
             shm_unlink_once(s);
         }
         return rc_set_error(RC_ERR_TIMEOUT,
-                            "rank %d: only %u of %d ranks attached to shared memory %s "
-                            "within %.0f s",
+                            "rank %d: only %u of this host's %d ranks attached to shared memory "
+                            "%s within %.0f s",
                             comm->rank, atomic_load(&s->hdr->attached), p, s->name,
                             comm->timeout_s);
     }
     shm_cma_probe(comm);
     /* Collectives may read peers' buffers only when every rank can read
-     * every other: decided from all masks, so the same on every rank. */
+     * every other: decided from all masks, so the same on every rank (and
+     * never when some ranks are on other hosts). */
     if (!shm_wait_count(comm, &s->hdr->probed))
-        return rc_set_error(RC_ERR_TIMEOUT, "rank %d: only %u of %d ranks finished connecting "
-                            "within %.0f s", comm->rank, atomic_load(&s->hdr->probed), p,
-                            comm->timeout_s);
-    comm->cma_all = p <= 64;
+        return rc_set_error(RC_ERR_TIMEOUT, "rank %d: only %u of this host's %d ranks finished "
+                            "connecting within %.0f s", comm->rank, atomic_load(&s->hdr->probed),
+                            p, comm->timeout_s);
+    comm->cma_all = p <= 64 && p == P;
     for (int q = 0; q < p && comm->cma_all; q++) {
         uint64_t want = (p == 64 ? ~0ull : (1ull << p) - 1) & ~(1ull << q);
         if ((atomic_load(&s->info[q].cma_mask) & want) != want) comm->cma_all = 0;
@@ -729,26 +831,30 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         pid_t pid = atomic_load(&s->info[q].pid);
         s->pidfd[q] = -1;
 #ifdef SYS_pidfd_open
-        if (q != comm->rank && pid > 0)
+        if (q != s->me && pid > 0)
             s->pidfd[q] = (int)syscall(SYS_pidfd_open, pid, 0);
 #endif
         if (s->pidfd[q] >= 0) fcntl(s->pidfd[q], F_SETFD, FD_CLOEXEC);
     }
+    RC_LOG(RC_INFO, "rank %d: shared memory %s for %d ranks of this host (local index %d)",
+           comm->rank, s->name, p, s->me);
     return RC_OK;
 }
 
 static void shm_close(rc_comm_t *comm) {
     struct rc_shm *s = comm->shm;
     if (!s) return;
-    /* Closed before every rank attached: rank 0's name may still exist. */
-    if (comm->rank == 0 && s->hdr && atomic_load(&s->hdr->attached) < (uint32_t)comm->size)
+    /* Closed before every rank attached: the creator's name may still exist. */
+    if (s->me == 0 && s->hdr && atomic_load(&s->hdr->attached) < (uint32_t)s->nl)
         shm_unlink_once(s);
     if (s->base) munmap(s->base, s->bytes);
-    for (int q = 0; s->pidfd && q < comm->size; q++)
+    for (int q = 0; s->pidfd && q < s->nl; q++)
         if (s->pidfd[q] >= 0) close(s->pidfd[q]);
     free(s->pidfd);
     free(s->tx);
     free(s->rx);
+    free(s->g2l);
+    free(s->l2g);
     free(s);
     comm->shm = NULL;
 }

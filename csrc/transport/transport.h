@@ -12,6 +12,17 @@
 
 #include "../core.h"
 
+/* Communicator-wide tuning: every rank takes rank 0's (from its address),
+ * so chunking and "auto" agree on every host whatever each one's
+ * environment or CPU count says. */
+typedef struct {
+    uint32_t chunk_bytes;
+    uint16_t nslots;
+    int8_t algo_env;
+    uint8_t pad;
+    uint64_t direct_max, tree_max, stream_min;
+} rc_tune_t;
+
 /* The address blob every rank publishes through the bootstrap. */
 #define RC_ADDR_MAGIC 0x52434144u /* "RCAD" */
 typedef struct {
@@ -20,7 +31,8 @@ typedef struct {
     int32_t size;
     int32_t pid;
     char token[64];
-    char host[128];      /* host identity: boot id + /dev/shm device, or RINGCOMM_HOST_ID */
+    char host[96];       /* host identity: boot id + /dev/shm device + hostname, or RINGCOMM_HOST_ID */
+    rc_tune_t tune;      /* this rank's tuning (rank 0's is used) */
     unsigned char net[48]; /* a network transport's listening address (tcp.c) */
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
@@ -85,6 +97,16 @@ size_t rc_shm_header_bytes(void);
 #define RC_NLANES 2
 
 extern const rc_transport_ops_t rc_transport_shm;
+/* mux.c: the dispatch table comm->tp points to when peers use different
+ * transports (each op goes to comm->peer_tp[peer]; events, waits, health,
+ * publish and abort go to every transport in use). */
+extern const rc_transport_ops_t rc_transport_mux;
+/* mux.c: phase 1 without RINGCOMM_TRANSPORT (shared memory + the first
+ * network transport of the table whose create accepts this communicator);
+ * phase 2: the transport of every peer, unused ones closed, comm->tp set,
+ * the host layout (comm->nhosts ...) filled. */
+rc_status_t rc_mux_create(rc_comm_t *comm);
+rc_status_t rc_mux_select(rc_comm_t *comm, const rc_addr_t *addrs);
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
