@@ -39,6 +39,12 @@ static rc_status_t ar_cma(rc_comm_t *c, const rc_task_t *t) {
 static int ar_cma_ok(const rc_comm_t *c, const rc_task_t *t) {
     return rc_allreduce_cma_ok(c, t->count, rc_dtype_size(t->dtype));
 }
+static rc_status_t ar_hier(rc_comm_t *c, const rc_task_t *t) {
+    return rc_allreduce_hier(c, t->sendbuf, t->recvbuf, t->count);
+}
+static int ar_hier_ok(const rc_comm_t *c, const rc_task_t *t) {
+    return rc_allreduce_hier_ok(c, t->count, rc_dtype_size(t->dtype));
+}
 static rc_status_t barrier_run(rc_comm_t *c, const rc_task_t *t) {
     (void)t;
     return rc_barrier_dissemination(c);
@@ -56,6 +62,8 @@ static const rc_algo_row_t allreduce_algos[] = {
      ar_direct, ar_direct_ok},
     {RC_ALGO_CMA, "reduce-scatter + all-gather by direct reads of the peers' buffers "
      "(process_vm_readv; large messages, where the kernel allows it)", ar_cma, ar_cma_ok},
+    {RC_ALGO_HIER, "hierarchical: reduce-scatter inside each host, all-reduce across hosts, "
+     "all-gather inside each host (same rank count on every host)", ar_hier, ar_hier_ok},
 };
 static const rc_algo_row_t broadcast_algos[] = {
     {RC_ALGO_CHAIN, "pipelined chain root -> root+1 -> ... (bandwidth-optimal)",
@@ -147,6 +155,9 @@ rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dt
     switch (coll) {
     case RC_COLL_ALLREDUCE:
         if (p <= 1) return RC_ALGO_RING;
+        /* ranks on several hosts, several on each: shared memory inside,
+         * one stream per local rank across */
+        if (comm->nhosts > 1 && comm->local_size > 1) return RC_ALGO_HIER;
         if (bytes <= comm->direct_max && bytes <= comm->chunk_bytes && p <= 8)
             return RC_ALGO_DIRECT;
         if (bytes <= comm->tree_max) return RC_ALGO_TREE;

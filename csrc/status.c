@@ -106,6 +106,7 @@ const char *rc_algo_name(rc_algo_t a) {
     case RC_ALGO_RS_GATHER: return "rs_gather";
     case RC_ALGO_PAIRWISE: return "pairwise";
     case RC_ALGO_CMA: return "cma";
+    case RC_ALGO_HIER: return "hier";
     default: return "?";
     }
 }

@@ -19,6 +19,8 @@ rc_status_t rc_allreduce_direct(rc_comm_t *c, const void *in, void *out, uint64_
 int rc_allreduce_direct_ok(const rc_comm_t *c, uint64_t count, size_t esize);
 rc_status_t rc_allreduce_cma(rc_comm_t *c, const void *in, void *out, uint64_t count);
 int rc_allreduce_cma_ok(const rc_comm_t *c, uint64_t count, size_t esize);
+rc_status_t rc_allreduce_hier(rc_comm_t *c, const void *in, void *out, uint64_t count);
+int rc_allreduce_hier_ok(const rc_comm_t *c, uint64_t count, size_t esize);
 
 /* broadcast: t->recvbuf (count elements) from t->root, in place */
 rc_status_t rc_broadcast_binomial(rc_comm_t *c, const rc_task_t *t);

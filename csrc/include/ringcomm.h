@@ -69,6 +69,7 @@ typedef enum {
     RC_ALGO_RS_GATHER = 7,  /* reduce: ring reduce-scatter + gather to the root */
     RC_ALGO_PAIRWISE = 8,   /* all-to-all: pairwise exchange */
     RC_ALGO_CMA = 9,        /* all-reduce: direct reads of the peers' buffers */
+    RC_ALGO_HIER = 10,      /* all-reduce: inside each host, across hosts, inside again */
     RC_NUM_ALGOS
 } rc_algo_t;
 

@@ -48,6 +48,7 @@ cdef extern from "ringcomm.h" nogil:
         RC_ALGO_RS_GATHER
         RC_ALGO_PAIRWISE
         RC_ALGO_CMA
+        RC_ALGO_HIER
         RC_NUM_ALGOS
 
     ctypedef enum rc_coll_t:
