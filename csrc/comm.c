@@ -101,11 +101,12 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
     /* RINGCOMM_TRANSPORT=name forces one transport for every peer (tests,
      * and ranks on one host that should talk as if they were not); else
-     * shared memory and a network transport, chosen per peer at connect. */
+     * shared memory and a network transport, chosen per peer at connect
+     * (RINGCOMM_TRANSPORT=shm,tcp: only among those). */
     const char *force = getenv("RINGCOMM_TRANSPORT");
     rc_status_t st;
     c->tp = rc_transports[0];
-    if (force && *force) {
+    if (force && *force && !strchr(force, ',')) {
         const rc_transport_ops_t *const *t = rc_transports;
         while (*t && strcmp((*t)->name, force) != 0) t++;
         if (!*t) {
@@ -118,7 +119,7 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
         c->tps[c->ntps++] = c->tp;
         st = c->tp->create(c);
     } else {
-        st = rc_mux_create(c);
+        st = rc_mux_create(c, force && *force ? force : NULL);
     }
     if (st != RC_OK) {
         rc_comm_destroy(c);

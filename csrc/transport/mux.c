@@ -1,7 +1,8 @@
 /* mux.c - a transport per peer: shared memory to the ranks on this host,
  * a network transport (MPI or TCP) to the others.
  *
- * Phase 1 (rc_mux_create, when RINGCOMM_TRANSPORT does not force one):
+ * Phase 1 (rc_mux_create, when RINGCOMM_TRANSPORT does not force one; a
+ * list such as RINGCOMM_TRANSPORT=shm,tcp limits the choice to those):
  * create shared memory and the first network transport of rc_transports[]
  * whose create accepts this communicator (MPI declines with
  * RC_ERR_NOT_SUPPORTED when the communicator was not made from an MPI
@@ -136,16 +137,55 @@ const rc_transport_ops_t rc_transport_mux = {
     .abort = mux_abort,
 };
 
+rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self,
+                                 const char *doing) {
+    for (int i = 0; i < comm->ntps; i++)
+        if (comm->tps[i] != self) RC_CHECK(comm->tps[i]->health(comm, doing));
+    return RC_OK;
+}
+
 /* ---- phase 1 ---- */
 
-rc_status_t rc_mux_create(rc_comm_t *comm) {
+/* Is `name` an item of the comma list? */
+static int listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0) return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+rc_status_t rc_mux_create(rc_comm_t *comm, const char *allow) {
+    if (allow) {
+        /* every name must be a transport of this build, shm among them */
+        for (const char *p = allow; *p;) {
+            const char *e = strchr(p, ',');
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            const rc_transport_ops_t *const *t = rc_transports;
+            while (*t && (strlen((*t)->name) != len || strncmp((*t)->name, p, len) != 0)) t++;
+            if (!*t)
+                return rc_set_error(RC_ERR_INVALID_ARG, "RINGCOMM_TRANSPORT=%s: \"%.*s\" is not "
+                                    "a transport of this build", allow, (int)len, p);
+            p = e ? e + 1 : p + len;
+        }
+        if (!listed(allow, rc_transport_shm.name))
+            return rc_set_error(RC_ERR_INVALID_ARG, "RINGCOMM_TRANSPORT=%s: a list of transports "
+                                "chosen per peer must hold shm (one name forces that transport "
+                                "for every peer)", allow);
+    }
     comm->tp = &rc_transport_shm;
     comm->tps[comm->ntps++] = &rc_transport_shm;
     RC_CHECK(rc_transport_shm.create(comm));
     if (comm->size == 1) return RC_OK;
-    snprintf(comm->net_err, sizeof comm->net_err, "this build has no network transport");
+    if (allow)
+        snprintf(comm->net_err, sizeof comm->net_err, "RINGCOMM_TRANSPORT=%s names none", allow);
+    else
+        snprintf(comm->net_err, sizeof comm->net_err, "this build has no network transport");
     for (const rc_transport_ops_t *const *t = rc_transports; *t; t++) {
-        if (*t == &rc_transport_shm) continue;
+        if (*t == &rc_transport_shm || (allow && !listed(allow, (*t)->name))) continue;
         comm->tps[comm->ntps++] = *t;
         rc_status_t st = (*t)->create(comm);
         if (st == RC_OK) {

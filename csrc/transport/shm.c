@@ -343,8 +343,7 @@ static rc_status_t shm_wait_side_work(rc_comm_t *comm, const char *doing) {
         int moved = rc_p2p_progress(comm);
         if (moved < 0) return (rc_status_t)moved;
     }
-    for (int i = 0; doing && i < comm->ntps; i++)
-        if (comm->tps[i] != &rc_transport_shm) RC_CHECK(comm->tps[i]->health(comm, doing));
+    if (doing) RC_CHECK(rc_mux_others_health(comm, &rc_transport_shm, doing));
     return RC_OK;
 }
 

@@ -102,11 +102,18 @@ extern const rc_transport_ops_t rc_transport_shm;
  * publish and abort go to every transport in use). */
 extern const rc_transport_ops_t rc_transport_mux;
 /* mux.c: phase 1 without RINGCOMM_TRANSPORT (shared memory + the first
- * network transport of the table whose create accepts this communicator);
+ * network transport of the table whose create accepts this communicator;
+ * `allow`: a comma list of the transports that may be used, or NULL);
  * phase 2: the transport of every peer, unused ones closed, comm->tp set,
  * the host layout (comm->nhosts ...) filled. */
-rc_status_t rc_mux_create(rc_comm_t *comm);
+rc_status_t rc_mux_create(rc_comm_t *comm, const char *allow);
 rc_status_t rc_mux_select(rc_comm_t *comm, const rc_addr_t *addrs);
+/* For the wait loops of every transport (every few ms while waiting): the
+ * health of the *other* transports in use, so that a wait on one sees a
+ * failure reported on the other (an abort recorded in shared memory by a
+ * rank of this host, a network peer lost) and queued network sends move. */
+rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self,
+                                 const char *doing);
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];

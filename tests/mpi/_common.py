@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import sys
 import zlib
 
@@ -36,6 +37,12 @@ def _is_tensor(x):
 WORLD = MPI.COMM_WORLD
 RANK = WORLD.Get_rank()
 SIZE = WORLD.Get_size()
+
+# Simulated hosts (tests/test_multihost.py): RINGCOMM_TEST_HOSTS="a,a,b,b"
+# gives rank r the host identity hosts[r] (RINGCOMM_HOST_ID, read when a
+# communicator is made), so ranks on one machine talk as if on several.
+if os.environ.get("RINGCOMM_TEST_HOSTS"):
+    os.environ["RINGCOMM_HOST_ID"] = os.environ["RINGCOMM_TEST_HOSTS"].split(",")[RANK]
 
 FLOATS = ("float32", "float64", "float16", "bfloat16")
 INTS = ("int8", "uint8", "int32", "int64")

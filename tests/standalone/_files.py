@@ -13,6 +13,10 @@ RANK = int(os.environ["RANK"])
 SIZE = int(os.environ["WORLD_SIZE"])
 DIR = os.environ["RINGCOMM_TEST_DIR"]
 
+# Simulated hosts, as tests/mpi/_common.py: rank r's RINGCOMM_HOST_ID.
+if os.environ.get("RINGCOMM_TEST_HOSTS"):
+    os.environ["RINGCOMM_HOST_ID"] = os.environ["RINGCOMM_TEST_HOSTS"].split(",")[RANK]
+
 
 class FileExchange:
     def __init__(self, name, limit=60.0):
