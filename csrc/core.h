@@ -116,6 +116,7 @@ struct rc_request {
 
 struct rc_transport_ops;
 struct rc_shm;
+struct rc_tcp;
 struct rc_p2p;
 
 struct rc_comm {
@@ -155,6 +156,7 @@ struct rc_comm {
     int host_idx, local_idx;       /* this rank's host and index on it */
     int *host_ranks;               /* [host * local_size + local index] = rank (uniform only) */
     struct rc_shm *shm;            /* shared-memory transport state */
+    struct rc_tcp *tcp;            /* tcp transport state */
     void *scratch;                 /* chunk_bytes of private scratch */
 
     /* progress.c: posted operations run in post order, by one executor at a

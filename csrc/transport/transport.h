@@ -97,6 +97,7 @@ size_t rc_shm_header_bytes(void);
 #define RC_NLANES 2
 
 extern const rc_transport_ops_t rc_transport_shm;
+extern const rc_transport_ops_t rc_transport_tcp;
 /* mux.c: the dispatch table comm->tp points to when peers use different
  * transports (each op goes to comm->peer_tp[peer]; events, waits, health,
  * publish and abort go to every transport in use). */
