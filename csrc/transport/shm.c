@@ -343,7 +343,17 @@ static rc_status_t shm_wait_side_work(rc_comm_t *comm, const char *doing) {
         int moved = rc_p2p_progress(comm);
         if (moved < 0) return (rc_status_t)moved;
     }
-    if (doing) RC_CHECK(rc_mux_others_health(comm, &rc_transport_shm, doing));
+    if (doing) {
+        rc_status_t st = rc_mux_others_health(comm, &rc_transport_shm, doing);
+        /* A rank of this host that failed first (its record written before
+         * it told the other hosts) is the cause; a connection closed by a
+         * remote rank that gave up because of it is only the consequence. */
+        shm_hdr_t *h = comm->shm->hdr;
+        if (st != RC_OK && atomic_load_explicit(&h->abort_state, memory_order_acquire) == 2 &&
+            h->abort_rank != comm->rank)
+            return shm_check_abort(comm);
+        return st;
+    }
     return RC_OK;
 }
 
