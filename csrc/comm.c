@@ -42,6 +42,34 @@ static void host_identity(char *buf, size_t len) {
     snprintf(buf, len, "%s/%llx/%s", boot, dev, host);
 }
 
+/* The transport table, in order of preference (NULL-terminated). */
+const rc_transport_ops_t *const rc_transports[] = {
+    &rc_transport_shm,
+#ifdef HAVE_MPI
+    &rc_transport_mpi,
+#endif
+    NULL,
+};
+
+#ifdef HAVE_MPI
+int rc_have_mpi(void) { return 1; }
+#else
+int rc_have_mpi(void) { return 0; }
+#endif
+
+rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle) {
+    if (!comm) return rc_set_error(RC_ERR_INVALID_ARG, "comm_set_mpi: comm is NULL");
+    if (!rc_have_mpi())
+        return rc_set_error(RC_ERR_NOT_SUPPORTED, "comm_set_mpi: this build of ringcomm has no "
+                            "MPI transport (no MPI compiler wrapper was found at build time)");
+    if (comm->connected)
+        return rc_set_error(RC_ERR_INVALID_ARG, "comm_set_mpi on rank %d: already connected "
+                            "(call it between comm_create and comm_connect)", comm->rank);
+    comm->has_mpi = 1;
+    comm->mpi_fhandle = fhandle;
+    return RC_OK;
+}
+
 int rc_comm_rank(const rc_comm_t *comm) { return comm ? comm->rank : -1; }
 int rc_comm_size(const rc_comm_t *comm) { return comm ? comm->size : -1; }
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm) { return comm ? comm->chunk_bytes : 0; }

@@ -147,6 +147,9 @@ struct rc_comm {
     int ntps;
     const struct rc_transport_ops **peer_tp; /* per-peer choice (NULL: comm->tp for all) */
     struct rc_shm *shm;            /* shared-memory transport state */
+    struct rc_mpi *mpi;            /* MPI transport state (mpi.c) */
+    int has_mpi;                   /* rc_comm_set_mpi gave the user's MPI communicator */
+    long long mpi_fhandle;         /* ... as a Fortran handle (MPI_Comm_c2f, mpi4py's py2f) */
     void *scratch;                 /* chunk_bytes of private scratch */
 
     /* progress.c: posted operations run in post order, by one executor at a

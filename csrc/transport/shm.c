@@ -775,4 +775,3 @@ const rc_transport_ops_t rc_transport_shm = {
     .close = shm_close,
 };
 
-const rc_transport_ops_t *const rc_transports[] = {&rc_transport_shm, NULL};

@@ -85,6 +85,9 @@ size_t rc_shm_header_bytes(void);
 #define RC_NLANES 2
 
 extern const rc_transport_ops_t rc_transport_shm;
+#ifdef HAVE_MPI
+extern const rc_transport_ops_t rc_transport_mpi; /* mpi.c: built only with an MPI wrapper */
+#endif
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
