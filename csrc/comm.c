@@ -20,9 +20,6 @@
 #define RC_DEFAULT_NSLOTS 4
 #define RC_DEFAULT_TIMEOUT 300.0
 
-/* The transport table, in order of preference. */
-const rc_transport_ops_t *const rc_transports[] = {&rc_transport_shm, &rc_transport_tcp, NULL};
-
 /* Host identity: two ranks share memory only when they share a kernel boot
  * and the /dev/shm filesystem (containers on one host may not). */
 static void host_identity(char *buf, size_t len) {
@@ -43,6 +40,35 @@ static void host_identity(char *buf, size_t len) {
     char host[64] = "";
     gethostname(host, sizeof host - 1);
     snprintf(buf, len, "%s/%llx/%s", boot, dev, host);
+}
+
+/* The transport table, in order of preference (NULL-terminated). */
+const rc_transport_ops_t *const rc_transports[] = {
+    &rc_transport_shm,
+#ifdef HAVE_MPI
+    &rc_transport_mpi,
+#endif
+    &rc_transport_tcp,
+    NULL,
+};
+
+#ifdef HAVE_MPI
+int rc_have_mpi(void) { return 1; }
+#else
+int rc_have_mpi(void) { return 0; }
+#endif
+
+rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle) {
+    if (!comm) return rc_set_error(RC_ERR_INVALID_ARG, "comm_set_mpi: comm is NULL");
+    if (!rc_have_mpi())
+        return rc_set_error(RC_ERR_NOT_SUPPORTED, "comm_set_mpi: this build of ringcomm has no "
+                            "MPI transport (no MPI compiler wrapper was found at build time)");
+    if (comm->connected)
+        return rc_set_error(RC_ERR_INVALID_ARG, "comm_set_mpi on rank %d: already connected "
+                            "(call it between comm_create and comm_connect)", comm->rank);
+    comm->has_mpi = 1;
+    comm->mpi_fhandle = fhandle;
+    return RC_OK;
 }
 
 int rc_comm_rank(const rc_comm_t *comm) { return comm ? comm->rank : -1; }
@@ -144,6 +170,7 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     a.pid = (int32_t)getpid();
     snprintf(a.token, sizeof a.token, "%s", comm->token);
     host_identity(a.host, sizeof a.host);
+    RC_CHECK(rc_mux_address(comm));
     a.tune.chunk_bytes = (uint32_t)comm->chunk_bytes;
     a.tune.nslots = (uint16_t)comm->nslots;
     a.tune.algo_env = (int8_t)comm->algo_env;

@@ -148,6 +148,8 @@ struct rc_comm {
     int ntps;
     const struct rc_transport_ops **peer_tp; /* per-peer choice (NULL: comm->tp for all) */
     int tp_forced;                 /* RINGCOMM_TRANSPORT named the one transport */
+    char tp_allow[64];             /* RINGCOMM_TRANSPORT=shm,tcp: the transports allowed (mux.c) */
+    int net_tried;                 /* the network transport was chosen (mux.c, at address) */
     char net_err[240];             /* why no network transport could be created (mux.c) */
     /* Host layout (mux.c, from the address blobs' host identities): hosts
      * in order of their lowest rank, ranks in order within a host. */
@@ -157,6 +159,9 @@ struct rc_comm {
     int *host_ranks;               /* [host * local_size + local index] = rank (uniform only) */
     struct rc_shm *shm;            /* shared-memory transport state */
     struct rc_tcp *tcp;            /* tcp transport state */
+    struct rc_mpi *mpi;            /* MPI transport state (mpi.c) */
+    int has_mpi;                   /* rc_comm_set_mpi gave the user's MPI communicator */
+    long long mpi_fhandle;         /* ... as a Fortran handle (MPI_Comm_c2f, mpi4py's py2f) */
     void *scratch;                 /* chunk_bytes of private scratch */
 
     /* progress.c: posted operations run in post order, by one executor at a

@@ -138,6 +138,18 @@ int rc_comm_size(const rc_comm_t *comm);
 /* The chunk (slot) size in bytes and slot count this communicator uses. */
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
 
+/* ---- MPI ----
+ * rc_have_mpi: 1 when this build has the MPI transport (an MPI compiler
+ * wrapper was found at build time).  rc_comm_set_mpi, between
+ * rc_comm_create and rc_comm_connect: the MPI communicator whose ranks are
+ * this communicator's ranks, as a Fortran handle (MPI_Comm_c2f; mpi4py's
+ * comm.py2f()), so that no mpi.h is needed to call it.  The MPI transport
+ * then talks on a duplicate of it (MPI_Comm_dup at connect, freed at
+ * destroy), never on the communicator itself.  RC_ERR_NOT_SUPPORTED when the
+ * build has no MPI transport. */
+int rc_have_mpi(void);
+rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle);
+
 /* ---- collectives ----
  * count is in elements.  recvbuf == sendbuf means in place.  For allgather,
  * reduce_scatter, alltoall, gather and scatter, `count` is the block of one

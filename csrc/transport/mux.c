@@ -1,13 +1,14 @@
 /* mux.c - a transport per peer: shared memory to the ranks on this host,
  * a network transport (MPI or TCP) to the others.
  *
- * Phase 1 (rc_mux_create, when RINGCOMM_TRANSPORT does not force one; a
- * list such as RINGCOMM_TRANSPORT=shm,tcp limits the choice to those):
- * create shared memory and the first network transport of rc_transports[]
- * whose create accepts this communicator (MPI declines with
- * RC_ERR_NOT_SUPPORTED when the communicator was not made from an MPI
- * communicator; TCP starts listening), so that every rank's address blob
- * carries a network address before anyone knows where the others are.
+ * Phase 1 (when RINGCOMM_TRANSPORT does not force one; a list such as
+ * RINGCOMM_TRANSPORT=shm,tcp limits the choice to those): rc_mux_create
+ * creates shared memory; rc_mux_address, when this rank's address is asked
+ * for (the bootstrap has handed over the MPI communicator, if any, by then),
+ * creates the first network transport of rc_transports[] that applies: MPI
+ * when the communicator was made from an MPI communicator, else TCP (which
+ * starts listening), so every rank's address blob carries a network
+ * address before anyone knows where the others are.
  *
  * Phase 2 (rc_mux_select): with every rank's address, a peer with the same
  * host identity (boot id + /dev/shm device + hostname, or RINGCOMM_HOST_ID)
@@ -160,6 +161,8 @@ static int listed(const char *list, const char *name) {
 
 rc_status_t rc_mux_create(rc_comm_t *comm, const char *allow) {
     if (allow) {
+        if (strlen(allow) >= sizeof comm->tp_allow)
+            return rc_set_error(RC_ERR_INVALID_ARG, "RINGCOMM_TRANSPORT=%s: too long", allow);
         /* every name must be a transport of this build, shm among them */
         for (const char *p = allow; *p;) {
             const char *e = strchr(p, ',');
@@ -175,29 +178,43 @@ rc_status_t rc_mux_create(rc_comm_t *comm, const char *allow) {
             return rc_set_error(RC_ERR_INVALID_ARG, "RINGCOMM_TRANSPORT=%s: a list of transports "
                                 "chosen per peer must hold shm (one name forces that transport "
                                 "for every peer)", allow);
+        snprintf(comm->tp_allow, sizeof comm->tp_allow, "%s", allow);
     }
     comm->tp = &rc_transport_shm;
     comm->tps[comm->ntps++] = &rc_transport_shm;
-    RC_CHECK(rc_transport_shm.create(comm));
-    if (comm->size == 1) return RC_OK;
+    return rc_transport_shm.create(comm);
+}
+
+/* The network transport: the first of the table (after shm) that is
+ * allowed, applies (MPI only for a communicator made from an MPI
+ * communicator) and creates.  Created before any rank knows where the
+ * others are, so that its address is in the blob; closed at connect when
+ * every peer is on this host. */
+rc_status_t rc_mux_address(rc_comm_t *comm) {
+    if (comm->tp_forced || comm->net_tried || comm->size == 1) return RC_OK;
+    comm->net_tried = 1;
+    const char *allow = comm->tp_allow[0] ? comm->tp_allow : NULL;
     if (allow)
         snprintf(comm->net_err, sizeof comm->net_err, "RINGCOMM_TRANSPORT=%s names none", allow);
     else
         snprintf(comm->net_err, sizeof comm->net_err, "this build has no network transport");
     for (const rc_transport_ops_t *const *t = rc_transports; *t; t++) {
         if (*t == &rc_transport_shm || (allow && !listed(allow, (*t)->name))) continue;
+        if (!strcmp((*t)->name, "mpi") && !comm->has_mpi) {
+            snprintf(comm->net_err, sizeof comm->net_err, "mpi: this communicator was not made "
+                     "from an MPI communicator");
+            continue;
+        }
         comm->tps[comm->ntps++] = *t;
         rc_status_t st = (*t)->create(comm);
         if (st == RC_OK) {
             comm->net_err[0] = 0;
             return RC_OK;
         }
-        /* Not for this communicator (MPI without an MPI communicator), or
-         * broken (no usable interface): needed only if a peer is on
-         * another host, which phase 2 will tell. */
+        /* e.g. no usable interface: needed only if a peer is on another
+         * host, which connect will tell */
         snprintf(comm->net_err, sizeof comm->net_err, "%s: %s", (*t)->name, rc_last_error());
-        RC_LOG(st == RC_ERR_NOT_SUPPORTED ? RC_TRACE : RC_INFO,
-               "rank %d: no %s transport: %s", comm->rank, (*t)->name, rc_last_error());
+        RC_LOG(RC_INFO, "rank %d: no %s transport: %s", comm->rank, (*t)->name, rc_last_error());
         if ((*t)->close) (*t)->close(comm);
         comm->ntps--;
     }

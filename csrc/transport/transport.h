@@ -98,16 +98,23 @@ size_t rc_shm_header_bytes(void);
 
 extern const rc_transport_ops_t rc_transport_shm;
 extern const rc_transport_ops_t rc_transport_tcp;
+#ifdef HAVE_MPI
+extern const rc_transport_ops_t rc_transport_mpi; /* mpi.c: built only with an MPI wrapper */
+#endif
 /* mux.c: the dispatch table comm->tp points to when peers use different
  * transports (each op goes to comm->peer_tp[peer]; events, waits, health,
  * publish and abort go to every transport in use). */
 extern const rc_transport_ops_t rc_transport_mux;
-/* mux.c: phase 1 without RINGCOMM_TRANSPORT (shared memory + the first
- * network transport of the table whose create accepts this communicator;
- * `allow`: a comma list of the transports that may be used, or NULL);
- * phase 2: the transport of every peer, unused ones closed, comm->tp set,
- * the host layout (comm->nhosts ...) filled. */
+/* mux.c, without RINGCOMM_TRANSPORT forcing one: rc_mux_create (phase 1,
+ * comm_create) creates shared memory (`allow`: a comma list of the
+ * transports that may be used, or NULL); rc_mux_address (phase 1,
+ * comm_address: the bootstrap has said by then whether the communicator
+ * comes from an MPI communicator) creates the network transport, MPI if so
+ * and built, else TCP; rc_mux_select (phase 2, before the transports'
+ * connect) gives every peer its transport, closes the unused, sets comm->tp
+ * and fills the host layout (comm->nhosts ...). */
 rc_status_t rc_mux_create(rc_comm_t *comm, const char *allow);
+rc_status_t rc_mux_address(rc_comm_t *comm);
 rc_status_t rc_mux_select(rc_comm_t *comm, const rc_addr_t *addrs);
 /* For the wait loops of every transport (every few ms while waiting): the
  * health of the *other* transports in use, so that a wait on one sees a

@@ -4,12 +4,10 @@
     comm = ringcomm.init()              # under mpirun (mpi4py) or torchrun
     comm.allreduce(array)               # in place, sum over all ranks
 """
-from ringcomm._core import (ANY_SOURCE, TAG_UB, Communicator, ReduceOp, Request, RingcommError,
-                            __version__, algorithms, reduce_isa, reduce_local, scale_local)
+from ringcomm._core import (ANY_SOURCE, HAVE_MPI, TAG_UB, Communicator, ReduceOp, Request,
+                            RingcommError, __version__, algorithms, reduce_isa, reduce_local,
+                            scale_local)
 from ringcomm.bootstrap import init
-
-# The MPI transport (traffic between hosts through MPI) is not built yet.
-HAVE_MPI = False
 
 __all__ = ["ANY_SOURCE", "TAG_UB", "Communicator", "ReduceOp", "Request", "RingcommError", "init", "algorithms", "reduce_isa",
            "reduce_local", "scale_local", "HAVE_MPI", "__version__"]

@@ -15,6 +15,8 @@ import sys
 
 __version__ = "%d.%d.%d" % (lib.RC_VERSION_MAJOR, lib.RC_VERSION_MINOR, lib.RC_VERSION_PATCH)
 ADDRESS_BYTES = lib.RC_ADDRESS_BYTES
+# The build has the MPI transport (an MPI compiler wrapper was found).
+HAVE_MPI = bool(lib.rc_have_mpi())
 
 
 class RingcommError(RuntimeError):
@@ -333,6 +335,12 @@ cdef class Communicator:
         memset(blob, 0, sizeof(blob))
         _check(lib.rc_comm_address(self._ptr(), blob, lib.RC_ADDRESS_BYTES))
         return blob[:lib.RC_ADDRESS_BYTES]
+
+    def _set_mpi(self, long long fhandle):
+        """Between _create and _connect: the MPI communicator (Fortran handle,
+        mpi4py's py2f()) whose ranks are this communicator's; the MPI
+        transport talks on a duplicate of it."""
+        _check(lib.rc_comm_set_mpi(self._ptr(), fhandle))
 
     def _connect(self, bytes blobs):
         cdef const char *p = blobs

@@ -24,11 +24,15 @@ def launched_by_mpi():
     return bool(mpi is not None and mpi.Is_initialized())
 
 
-def _connect(rank, size, token, timeout, bcast_errors, allgather):
-    """Run the two phases; every rank raises if any rank failed."""
+def _connect(rank, size, token, timeout, bcast_errors, allgather, mpi_comm=None):
+    """Run the two phases; every rank raises if any rank failed.  mpi_comm:
+    the mpi4py communicator whose ranks these are (the MPI transport talks
+    on a duplicate of it)."""
     comm, err, addr = None, None, b""
     try:
         comm = _core.Communicator._create(rank, size, token, timeout)
+        if mpi_comm is not None and _core.HAVE_MPI:
+            comm._set_mpi(mpi_comm.py2f())
         addr = comm._address()
     except Exception as e:  # reported to every rank below
         err = _describe(rank, e)
@@ -58,7 +62,8 @@ def from_mpi(mpi_comm, timeout=None):
     _core._check_timeout(timeout)
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     token = mpi_comm.bcast(secrets.token_hex(12) if rank == 0 else None, root=0)
-    return _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather)
+    return _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather,
+                    mpi_comm=mpi_comm)
 
 
 _store_comms = 0
