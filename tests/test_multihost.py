@@ -22,7 +22,10 @@ existing workers then run unchanged over the mixed transports:
   Store (TCP between them).
 
 The network transport between the simulated hosts is TCP
-(RINGCOMM_TRANSPORT=shm,tcp: chosen per peer among those two).
+(RINGCOMM_TRANSPORT=shm,tcp: chosen per peer among those two), and MPI on
+the main layouts when the build has it (RINGCOMM_TRANSPORT unset: under
+mpirun the per-peer choice takes MPI).  Killed peers and torchrun:
+TCP only (no MPI communicator there).
 """
 
 import os
@@ -34,49 +37,58 @@ from pathlib import Path
 
 import pytest
 
+import ringcomm
 from test_reliability import launch_standalone
 
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(600)]
 
 STANDALONE = Path(__file__).parent / "standalone"
 LAYOUTS = {"2x2": "a,a,b,b", "2+1": "a,a,b", "3x1": "a,b,c", "interleaved": "a,b,a,b"}
-NETS = ["tcp"]
+MPI_LAYOUTS = ("2x2", "2+1")    # shm + MPI: the main layouts only (time budget)
+
+
+def nets(layouts):
+    """(layout, net) cases: every layout over TCP, MPI_LAYOUTS over MPI."""
+    out = [pytest.param(lay, "tcp", id=f"{lay}-tcp") for lay in layouts]
+    out += [pytest.param(lay, "mpi", id=f"{lay}-mpi", marks=pytest.mark.skipif(
+        not ringcomm.HAVE_MPI, reason="built without the MPI transport (no mpicc found)"))
+        for lay in layouts if lay in MPI_LAYOUTS]
+    return out
 
 
 def hosts_env(layout, net="tcp", **extra):
+    """TCP: RINGCOMM_TRANSPORT=shm,tcp.  MPI: the default choice (empty), which
+    under mpirun is MPI for the world communicator (split ones, made without
+    an MPI communicator, use TCP)."""
     return {"RINGCOMM_TEST_HOSTS": LAYOUTS.get(layout, layout),
-            "RINGCOMM_TRANSPORT": f"shm,{net}", **extra}
+            "RINGCOMM_TRANSPORT": "shm,tcp" if net == "tcp" else "", **extra}
 
 
 def nranks(layout):
     return len(LAYOUTS.get(layout, layout).split(","))
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout,net", nets(LAYOUTS))
 def test_collectives(run_mpi, layout, net):
     """Every collective x dtype x op at counts 0..1000 and 100003, algorithm/root/variant round robin, vs numpy and mpi4py."""
     run_mpi(nranks(layout), "coll_sweep.py", "--rotate", "--counts", "0,1,P-1,17,1000,100003",
             env=hosts_env(layout, net))
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout,net", nets(LAYOUTS))
 def test_allreduce(run_mpi, layout, net):
     """Every all-reduce algorithm (hier where the layout allows, else its fallback) x dtype x op, round robin, vs numpy and mpi4py, bitwise identical on every rank."""
     run_mpi(nranks(layout), "allreduce_sweep.py", "--rotate",
             "--counts", "0,1,3,P-1,17,1000,100003", env=hosts_env(layout, net))
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layout,net", nets(LAYOUTS))
 def test_p2p(run_mpi, layout, net):
     """Send/recv: ring shift, ping-pong, tags, ANY_SOURCE, self-sends, large messages, p2p among collectives."""
     run_mpi(nranks(layout), "p2p.py", env=hosts_env(layout, net))
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", ["a,a,b,b", "a,b,c,a,b,c"])
+@pytest.mark.parametrize("layout,net", nets(["2x2", "a,b,c,a,b,c"]))
 def test_hier_many_blocks(run_mpi, layout, net):
     """hier and auto, every dtype x op, counts 0, 1, P-1, 1000, 4099 with 256-byte chunks (tens of blocks): two hosts (one-step exchange across) and three interleaved (ring across)."""
     run_mpi(nranks(layout), "allreduce_sweep.py", "--algos", "hier,auto",
@@ -84,15 +96,14 @@ def test_hier_many_blocks(run_mpi, layout, net):
             env=hosts_env(layout, net, RINGCOMM_CHUNK_BYTES="256"))
 
 
-@pytest.mark.parametrize("net", NETS)
-def test_hier_large(run_mpi, net):
+@pytest.mark.parametrize("layout,net", nets(["2x2"]))
+def test_hier_large(run_mpi, layout, net):
     """hier on 2x2 at 1000003 elements (default chunks: many blocks), every dtype, two ops each."""
     run_mpi(4, "allreduce_sweep.py", "--algos", "hier", "--counts", "1000003", "--rotate",
-            "--ops-per-dtype", "2", env=hosts_env("2x2", net))
+            "--ops-per-dtype", "2", env=hosts_env(layout, net))
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", list(LAYOUTS) + ["a,a,a"])
+@pytest.mark.parametrize("layout,net", nets(list(LAYOUTS) + ["a,a,a"]))
 def test_layout_decisions(run_mpi, layout, net):
     """auto = hier exactly on uniform multi-host layouts; hier/auto/ring/tree vs numpy; split inside a host and across hosts; send/recv ring."""
     run_mpi(nranks(layout), "multihost.py", env=hosts_env(layout, net))
@@ -101,8 +112,7 @@ def test_layout_decisions(run_mpi, layout, net):
 LOG_LINE = re.compile(r"INFO rank (\d+) -> rank (\d+): transport (\w+)")
 
 
-@pytest.mark.parametrize("net", NETS)
-@pytest.mark.parametrize("layout", ["2x2", "interleaved", "a,a,a"])
+@pytest.mark.parametrize("layout,net", nets(["2x2", "interleaved", "a,a,a"]))
 def test_info_names_transports(run_mpi, layout, net):
     """RINGCOMM_DEBUG=INFO: one line per (rank, peer), shm for a peer with the same host identity, the network transport for the others."""
     hosts = LAYOUTS.get(layout, layout).split(",")
@@ -116,9 +126,10 @@ def test_info_names_transports(run_mpi, layout, net):
     assert seen == want, res.output
 
 
-def test_mismatch_mixed(run_mpi):
+@pytest.mark.parametrize("layout,net", nets(["2x2"]))
+def test_mismatch_mixed(run_mpi, layout, net):
     """Mismatched calls (count, dtype, op, algorithm, root, collective) on 2x2: every rank raises RC_ERR_MISMATCH, across hosts too."""
-    run_mpi(4, "mismatch.py", env=hosts_env("2x2", RINGCOMM_TIMEOUT="30"), timeout=400)
+    run_mpi(4, "mismatch.py", env=hosts_env(layout, net, RINGCOMM_TIMEOUT="30"), timeout=400)
 
 
 def test_crash_mixed(run_mpi):

@@ -381,6 +381,13 @@ static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mp
     double now = rc_now();
     if (now < w->next_check) return RC_OK;
     w->next_check = now + 0.05;
+    if (comm->ntps > 1) {
+        /* what the other transports know (mux.c): an abort another rank of
+         * this host recorded in shared memory reaches this rank only there */
+        char doing[64];
+        snprintf(doing, sizeof doing, "waiting to %s rank %d", what, peer);
+        RC_CHECK(rc_mux_others_health(comm, &rc_transport_mpi, doing));
+    }
     if (!w->stated && now - w->t0 >= 0.05) {
         /* a slow peer, or one in another call: every peer compares (a
          * mismatch) and answers with its own state (the stall inspector) */
