@@ -155,11 +155,12 @@ rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dt
     switch (coll) {
     case RC_COLL_ALLREDUCE:
         if (p <= 1) return RC_ALGO_RING;
-        /* ranks on several hosts, several on each: shared memory inside,
-         * one stream per local rank across */
-        if (comm->nhosts > 1 && comm->local_size > 1) return RC_ALGO_HIER;
         if (bytes <= comm->direct_max && bytes <= comm->chunk_bytes && p <= 8)
             return RC_ALGO_DIRECT;
+        /* ranks on several hosts, several on each: shared memory inside,
+         * one stream per local rank across (one step for the tiny calls
+         * above beats its three) */
+        if (comm->nhosts > 1 && comm->local_size > 1) return RC_ALGO_HIER;
         if (bytes <= comm->tree_max) return RC_ALGO_TREE;
         if (comm->cma_all && comm->cma_allreduce_min && bytes >= comm->cma_allreduce_min)
             return RC_ALGO_CMA;

@@ -4,7 +4,8 @@ Run with RINGCOMM_TEST_HOSTS=a,a,b,b (rank r gets RINGCOMM_HOST_ID hosts[r],
 see _common.py).  Checks on every rank:
 
   * "auto" all-reduce picks "hier" exactly when the ranks span hosts and
-    every host holds the same number (> 1) of ranks (select_algorithm);
+    every host holds the same number (> 1) of ranks (select_algorithm; for
+    calls beyond direct's few bytes);
   * "hier", "auto", "ring" and "tree" all-reduces equal numpy (int64 sum:
     exact; float32 sum: bitwise identical on every rank) at counts 0, 1,
     P-1 and across many blocks; "hier" declines to the ring where the hosts
@@ -77,11 +78,13 @@ def main():
         return
     cases = 0
     # 1. auto picks hier exactly on uniform layouts with several ranks per host
+    # (tiny calls: one step of "direct" where it applies)
     want_hier = len(counts) > 1 and len(set(counts)) == 1 and counts[0] > 1
-    for n in (2, 4096, 1 << 22):
+    for n in (1 << 16, 1 << 22):
         got = comm.select_algorithm(n, "float32")
         assert (got == "hier") == want_hier, (hosts, n, got)
         cases += 1
+    assert comm.select_algorithm(2, "float32") in ("direct", "hier"), comm.select_algorithm(2)
     # 2. every all-reduce algorithm over the mixed transports
     chunk = comm.chunk_bytes // 8
     many = 3 * max(counts) * len(counts) * chunk + 5      # several hier blocks
