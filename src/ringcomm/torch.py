@@ -26,12 +26,10 @@ both send first would otherwise wait for each other): their Work wraps a
 ringcomm Request; wait() waits for it, get_future() hands it to one watcher
 thread per group that completes the future.
 
-DDP communication hooks: allreduce_hook, bf16_compress_hook,
-fp16_compress_hook (the 16-bit ones all-reduce in 16 bits; ringcomm's 16-bit
+DDP communication hooks: allreduce_hook, bf16_allreduce_hook,
+fp16_allreduce_hook (the 16-bit ones all-reduce in 16 bits; ringcomm's 16-bit
 kernels accumulate each addition in float32).
 """
-from __future__ import annotations
-
 import os
 import queue
 import threading
@@ -44,7 +42,7 @@ from torch.futures import Future
 
 from ringcomm import _core, bootstrap
 
-__all__ = ["ProcessGroupRingcomm", "allreduce_hook", "bf16_compress_hook", "fp16_compress_hook",
+__all__ = ["ProcessGroupRingcomm", "allreduce_hook", "bf16_allreduce_hook", "fp16_allreduce_hook",
            "BACKEND"]
 
 BACKEND = "ringcomm"
@@ -355,7 +353,7 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
         if name is None or not t.is_cpu:
             _check_tensor("allreduce", t)
             name = _op_name("allreduce", t, redop)
-        if name == "sum" and redop.op is _PREMUL:
+        if name == "sum" and redop.op == _PREMUL:
             t.mul_(_premul(t, redop))
         try:
             if t.is_contiguous():
@@ -379,7 +377,7 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
             name = _op_name("allreduce_coalesced", ts[0], redop)
             flat = torch.cat([t.reshape(-1) for t in ts]) if len(ts) > 1 else \
                 ts[0].reshape(-1).contiguous()
-            if name == "sum" and redop.op is _PREMUL:
+            if name == "sum" and redop.op == _PREMUL:
                 flat.mul_(_premul(flat, redop))
             self._comm.allreduce(_raw(flat), op=name)
             off = 0
@@ -397,7 +395,7 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
         name = _op_name("reduce", t, redop)
         try:
             src = t
-            if name == "sum" and redop.op is _PREMUL:
+            if name == "sum" and redop.op == _PREMUL:
                 src = t * _premul(t, redop)
             elif not t.is_contiguous():
                 src = t.contiguous()
@@ -475,11 +473,14 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
     _allgather_base = all_gather_single
 
     def allgather_coalesced(self, output_lists, input_tensors, opts=None):
-        if len(output_lists) != len(input_tensors):
-            raise ValueError("ringcomm allgather_coalesced: %d output lists for %d inputs"
-                             % (len(output_lists), len(input_tensors)))
-        for outs, inp in zip(output_lists, input_tensors):
-            self.allgather([outs], [inp], opts)
+        """output_lists[r][k] receives input_tensors[k] of rank r (gloo's layout)."""
+        if len(output_lists) != self._size or \
+                any(len(o) != len(input_tensors) for o in output_lists):
+            raise ValueError("ringcomm allgather_coalesced: expected %d output lists (the group "
+                             "size) of %d tensors (one per input)"
+                             % (self._size, len(input_tensors)))
+        for k, inp in enumerate(input_tensors):
+            self.allgather([[o[k] for o in output_lists]], [inp], opts)
         return _Work(output_lists)
 
     def all_gather_single_coalesced(self, outputs, inputs, opts=None):
@@ -546,7 +547,7 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
         name = _op_name("reduce_scatter", out, redop)
         self._blocks("reduce_scatter", ins, out, "input_tensors")
         flat = torch.cat([x.reshape(-1) for x in ins])
-        if name == "sum" and redop.op is _PREMUL:
+        if name == "sum" and redop.op == _PREMUL:
             flat.mul_(_premul(flat, redop))
         self._reduce_scatter(out, flat, name)
         return _Work(output_tensors)
@@ -567,7 +568,7 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
         _check_tensor("reduce_scatter_single", output)
         _check_tensor("reduce_scatter_single", input)
         name = _op_name("reduce_scatter_single", output, redop)
-        if name == "sum" and redop.op is _PREMUL:
+        if name == "sum" and redop.op == _PREMUL:
             input = input * _premul(input, redop)
         self._reduce_scatter(output, input.contiguous(), name)
         return _Work([output])
@@ -783,34 +784,35 @@ _fill_env_from_mpi()
 
 
 # ---------------------------------------------------------------- DDP hooks
+# (not named bf16_compress_hook: DDP refuses that name without CUDA and NCCL)
 
-def allreduce_hook(process_group, bucket):
+def allreduce_hook(process_group, bucket) -> Future[torch.Tensor]:
     """DDP communication hook: average the bucket with one ringcomm all-reduce
-    (op "avg": sum, then divide by the group size)."""
-    group = process_group if process_group is not None else dist.group.WORLD
+    (op AVG: sum, then divide by the group size, in the bucket's dtype)."""
     buf = bucket.buffer()
-    fut = dist.all_reduce(buf, op=dist.ReduceOp.AVG, group=group, async_op=True).get_future()
-    return fut.then(lambda f: f.value()[0])
+    dist.all_reduce(buf, op=dist.ReduceOp.AVG, group=process_group)
+    fut = Future()
+    fut.set_result(buf)
+    return fut
 
 
-def _compress_hook(dtype, process_group, bucket):
-    group = process_group if process_group is not None else dist.group.WORLD
+def _allreduce_in(dtype, process_group, bucket):
     buf = bucket.buffer()
     small = buf.to(dtype)
-    dist.all_reduce(small, op=dist.ReduceOp.AVG, group=group)
+    dist.all_reduce(small, op=dist.ReduceOp.AVG, group=process_group)
     buf.copy_(small)
     fut = Future()
     fut.set_result(buf)
     return fut
 
 
-def bf16_compress_hook(process_group, bucket):
+def bf16_allreduce_hook(process_group, bucket) -> Future[torch.Tensor]:
     """DDP communication hook: all-reduce the bucket in bfloat16 (half the
-    bytes; each addition accumulates in float32 and rounds once), average,
-    and write back to the bucket's dtype."""
-    return _compress_hook(torch.bfloat16, process_group, bucket)
+    bytes; every addition is computed in float32 and rounded once), average,
+    and write the result back in the bucket's dtype."""
+    return _allreduce_in(torch.bfloat16, process_group, bucket)
 
 
-def fp16_compress_hook(process_group, bucket):
-    """As bf16_compress_hook, in float16."""
-    return _compress_hook(torch.float16, process_group, bucket)
+def fp16_allreduce_hook(process_group, bucket) -> Future[torch.Tensor]:
+    """As bf16_allreduce_hook, in float16."""
+    return _allreduce_in(torch.float16, process_group, bucket)
