@@ -30,6 +30,7 @@ DDP communication hooks: allreduce_hook, bf16_allreduce_hook,
 fp16_allreduce_hook (the 16-bit ones all-reduce in 16 bits; ringcomm's 16-bit
 kernels accumulate each addition in float32).
 """
+import math
 import os
 import queue
 import threading
@@ -130,6 +131,13 @@ def _raw(t):
 def _check_tensor(op, t):
     if not isinstance(t, torch.Tensor) or t.dtype not in _SUPPORTED or t.device.type != "cpu":
         raise _bad_dtype(op, t)
+
+
+def _rows(t):
+    """A contiguous tensor as a 2-D view: its first dimension by the rest."""
+    if t.dim() == 0:
+        return t.view(1, 1)
+    return t.view(t.shape[0], math.prod(t.shape[1:]))
 
 
 def _premul(t, redop):
@@ -670,10 +678,8 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
                              % (sum(osz), sum(isz), output.shape[0], input.shape[0]))
         o2 = output if output.is_contiguous() else torch.empty(output.shape, dtype=output.dtype)
         i2 = input.contiguous()
-        o2f, i2f = o2.view(o2.shape[0], -1) if o2.dim() else o2.view(1, 1), \
-            i2.view(i2.shape[0], -1) if i2.dim() else i2.view(1, 1)
-        recvs = list(o2f.split(osz))
-        sends = list(i2f.split(isz))
+        recvs = list(_rows(o2).split(osz))
+        sends = list(_rows(i2).split(isz))
         self._alltoallv(sends, recvs)
         if o2 is not output:
             output.copy_(o2)
