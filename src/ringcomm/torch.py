@@ -38,7 +38,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch._C._distributed_c10d import ReduceOp
+from torch._C._distributed_c10d import AllreduceOptions, ReduceOp
 from torch.futures import Future
 
 from ringcomm import _core, bootstrap
@@ -70,6 +70,16 @@ _OPS.update({(torch.bool, _R.SUM): "max", (torch.bool, _R.MAX): "max",
              (torch.bool, _R.MIN): "min", (torch.bool, _R.BAND): "min",
              (torch.bool, _R.BXOR): "bxor"})
 del _dt
+# The hot path's table: dtype -> {RedOpType value (int) -> name}.  pybind11
+# enums compare slowly and are new objects on every access, ints are not.
+_OPS_BY_DTYPE = {}
+for (_dt, _rop), _name in _OPS.items():
+    _OPS_BY_DTYPE.setdefault(_dt, {})[_rop.value] = _name
+del _dt, _rop, _name
+_PREMUL_VALUE = _PREMUL.value
+_NO_OPS = {}
+_BOOL = torch.bool
+_UINT8 = torch.uint8
 
 # Reserved ringcomm tag for the point-to-point messages of unequal all-to-all
 # (above the user range [0, TAG_UB] and clear of split's tags from 2**30).
@@ -273,6 +283,13 @@ class _P2PWork(dist.Work):
             self._fut.set_result(self._result)
 
 
+# What the group's methods return when the caller asked for a blocking call
+# (opts.asyncOp False, as the torch.distributed functions set it without
+# async_op): they only call wait().
+_DONE = _Work(None)
+_DEFAULT_AR = AllreduceOptions()
+
+
 # ---------------------------------------------------------------- the group
 
 class ProcessGroupRingcomm(dist.ProcessGroup):
@@ -354,25 +371,32 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
             work._complete_future()
 
     # -- all-reduce family
-    def allreduce(self, tensors, opts=None):
-        t = _one(tensors, "allreduce")
-        redop = opts.reduceOp if opts is not None else ReduceOp.SUM
-        name = _OPS.get((t.dtype, redop.op))
-        if name is None or not t.is_cpu:
+    def allreduce(self, tensors, opts=_DEFAULT_AR):
+        # The hot path (DDP, dist.all_reduce): one dict lookup for dtype and
+        # op, no Work object when the caller waits anyway (asyncOp False:
+        # the dist.* functions only call wait()).  The device check is the
+        # binding's (its error is renamed below).
+        if len(tensors) != 1:
+            _one(tensors, "allreduce")
+        t = tensors[0]
+        redop = opts.reduceOp
+        rop = redop.op.value
+        name = _OPS_BY_DTYPE.get(t.dtype, _NO_OPS).get(rop)
+        if name is None:
             _check_tensor("allreduce", t)
             name = _op_name("allreduce", t, redop)
-        if name == "sum" and redop.op == _PREMUL:
+        if rop == _PREMUL_VALUE:
             t.mul_(_premul(t, redop))
         try:
             if t.is_contiguous():
-                self._comm.allreduce(_raw(t), op=name)
+                self._comm.allreduce(t if t.dtype is not _BOOL else t.view(_UINT8), None, name)
             else:
                 c = t.contiguous()
-                self._comm.allreduce(_raw(c), op=name)
+                self._comm.allreduce(_raw(c), None, name)
                 t.copy_(c)
         except (ValueError, TypeError) as e:
             raise _rename("allreduce", e) from None
-        return _Work(tensors)
+        return _Work(tensors) if opts.asyncOp else _DONE
 
     def allreduce_coalesced(self, tensors, opts=None):
         """One all-reduce per dtype over the flattened tensors (as gloo does)."""
