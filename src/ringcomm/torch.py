@@ -242,7 +242,12 @@ class _P2PWork(dist.Work):
         return True
 
     def is_completed(self):
-        return self._done or self._req.done
+        if not self._done and self._req.done:
+            try:
+                self._finish()          # done: no wait; runs the copy-back
+            except Exception:
+                pass                    # recorded: is_success() / exception()
+        return self._done
 
     def is_success(self):
         return self._done and self._exc is None
@@ -648,9 +653,12 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
     def _alltoallv(self, sends, recvs):
         """Block i of sends goes to rank i, block i of recvs comes from it:
         point-to-point messages on a reserved tag (all receives posted
-        first), the own block copied locally.  A count that differs from
-        the sender's raises RC_ERR_MISMATCH on both sides."""
+        first), the own block copied locally.  A receive whose count
+        differs from the sender's raises RC_ERR_MISMATCH on the receiver."""
         me, comm = self._rank, self._comm
+        if recvs[me].numel() != sends[me].numel():
+            raise ValueError("ringcomm all_to_all: this rank sends itself %d elements but "
+                             "expects %d" % (sends[me].numel(), recvs[me].numel()))
         reqs = []
         try:
             for i in range(self._size):
@@ -663,11 +671,6 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
             for r in reqs:
                 r.wait()
             raise _rename("all_to_all", e) from None
-        if recvs[me].numel() != sends[me].numel():
-            for r in reqs:
-                r.wait()
-            raise ValueError("ringcomm all_to_all: this rank sends itself %d elements but "
-                             "expects %d" % (sends[me].numel(), recvs[me].numel()))
         recvs[me].copy_(sends[me])
         for r in reqs:
             r.wait()

@@ -522,6 +522,20 @@ def check_errors():
     CASES[0] += 1
     if p == 1:
         return
+    # unequal all_to_all_single whose splits disagree (rank 0 expects one row
+    # more from rank 1 than rank 1 sends): the receiver raises from the call
+    bad = dist.new_group()
+    osz = [1] * p
+    if RANK == 0:
+        osz[1] = 2
+    a2a = lambda: dist.all_to_all_single(torch.zeros(sum(osz)), torch.ones(p), osz, [1] * p,
+                                         group=bad)
+    if RANK == 0:
+        expect(ringcomm.RingcommError, ["RC_ERR_MISMATCH", "count=2", "count=1"], a2a)
+    else:
+        a2a()
+        CASES[0] += 1
+    dist.destroy_process_group(bad)
     # counts differ across ranks: every rank raises RC_ERR_MISMATCH from the call
     # (on a group of its own: failures are sticky)
     bad = dist.new_group()
