@@ -654,7 +654,8 @@ class ProcessGroupRingcomm(dist.ProcessGroup):
         """Block i of sends goes to rank i, block i of recvs comes from it:
         point-to-point messages on a reserved tag (all receives posted
         first), the own block copied locally.  A receive whose count
-        differs from the sender's raises RC_ERR_MISMATCH on the receiver."""
+        differs from the sender's raises RC_ERR_MISMATCH on the receiver
+        (and on the sender when it hears of it in time)."""
         me, comm = self._rank, self._comm
         if recvs[me].numel() != sends[me].numel():
             raise ValueError("ringcomm all_to_all: this rank sends itself %d elements but "
