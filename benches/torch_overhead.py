@@ -31,14 +31,16 @@ def per_call(variants, reps, barrier):
     """Median time per call of each (fn, iters); the variants take turns in
     every repetition, so a burst of load on this shared host hits them alike."""
     out = [[] for _ in variants]
+    cpu = [[] for _ in variants]
     for _ in range(reps):
         for k, (fn, iters) in enumerate(variants):
             barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             for _ in range(iters):
                 fn()
             out[k].append((time.perf_counter() - t0) / iters)
-    return [statistics.median(o) for o in out]
+            cpu[k].append((time.thread_time() - c0) / iters)
+    return [statistics.median(o) for o in out], [statistics.median(c) for c in cpu]
 
 
 def ddp_step_time(group, steps):
@@ -77,11 +79,11 @@ def main():
     rows = []
     for nbytes, iters_rc, iters_gloo in ((4, 500, 50), (16 << 20, 5, 2)):
         t = torch.ones(nbytes // 4)
-        r_dist, r_own, r_gloo = per_call([(lambda: dist.all_reduce(t), iters_rc),
+        (r_dist, r_own, r_gloo), (c_dist, c_own, _) = per_call([(lambda: dist.all_reduce(t), iters_rc),
                                           (lambda: comm.allreduce(t), iters_rc),
                                           (lambda: dist.all_reduce(t, group=gloo), iters_gloo)],
                                          args.reps, barrier)
-        rows.append((nbytes, r_dist, r_own, r_gloo))
+        rows.append((nbytes, r_dist, r_own, r_gloo, c_dist, c_own))
     ddp_rc = ddp_step_time(None, args.ddp_steps)
     ddp_gloo = ddp_step_time(gloo, args.ddp_steps)
     if rank == 0:
@@ -89,10 +91,14 @@ def main():
         print("| size | dist.all_reduce (ringcomm) | Communicator.allreduce | backend overhead "
               "| dist.all_reduce (gloo) | gloo / ringcomm |")
         print("|---:|---:|---:|---:|---:|---:|")
-        for nbytes, r_dist, r_own, r_gloo in rows:
+        for nbytes, r_dist, r_own, r_gloo, _, _ in rows:
             size_s = "4 B" if nbytes == 4 else "16 MiB"
             print(f"| {size_s} | {fmt(r_dist)} | {fmt(r_own)} | {fmt(r_dist - r_own)} "
                   f"| {fmt(r_gloo)} | {r_gloo / r_dist:.1f}x |")
+        _, _, _, _, c_dist, c_own = rows[0]
+        print(f"\nCPU time of the calling thread per 4 B call (thread_time; at 1 rank this is "
+              f"the pure software cost, at more ranks it includes spinning): dist.all_reduce "
+              f"{fmt(c_dist)}, Communicator.allreduce {fmt(c_own)}, difference {fmt(c_dist - c_own)}")
         print(f"\nDDP step (MLP 32-128-128-1, batch 64 per rank), median of {args.ddp_steps}: "
               f"ringcomm {fmt(ddp_rc)}, gloo {fmt(ddp_gloo)} ({ddp_gloo / ddp_rc:.2f}x)")
     dist.destroy_process_group()
