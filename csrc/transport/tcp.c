@@ -106,8 +106,8 @@
 #define TCP_VERSION 1
 #define TCP_CHECK 0x5246u     /* "FR": every frame header */
 #define TCP_ABORT_MAX 1023
-#define TCP_MAX_PENDING 64
-#define TCP_CHUNK (512 * 1024) /* default chunk when every peer is on tcp */    /* accepted sockets whose hello is not read yet */
+#define TCP_MAX_PENDING 64    /* accepted sockets whose hello is not read yet */
+#define TCP_CHUNK (512 * 1024) /* default chunk when every peer is on tcp */
 
 enum { TCP_DATA = 1, TCP_CREDIT = 2, TCP_DESC = 3, TCP_ABORT = 4, TCP_BYE = 5 };
 
