@@ -20,6 +20,9 @@
 #define RC_DEFAULT_NSLOTS 4
 #define RC_DEFAULT_TIMEOUT 300.0
 
+/* The transport table, in order of preference. */
+const rc_transport_ops_t *const rc_transports[] = {&rc_transport_shm, &rc_transport_tcp, NULL};
+
 /* Host identity: two ranks share memory only when they share a kernel boot
  * and the /dev/shm filesystem (containers on one host may not). */
 static void host_identity(char *buf, size_t len) {

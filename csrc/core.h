@@ -116,6 +116,7 @@ struct rc_request {
 
 struct rc_transport_ops;
 struct rc_shm;
+struct rc_tcp;
 struct rc_p2p;
 
 struct rc_comm {
@@ -147,6 +148,7 @@ struct rc_comm {
     int ntps;
     const struct rc_transport_ops **peer_tp; /* per-peer choice (NULL: comm->tp for all) */
     struct rc_shm *shm;            /* shared-memory transport state */
+    struct rc_tcp *tcp;            /* tcp transport state */
     void *scratch;                 /* chunk_bytes of private scratch */
 
     /* progress.c: posted operations run in post order, by one executor at a

@@ -774,5 +774,3 @@ const rc_transport_ops_t rc_transport_shm = {
     .abort = shm_abort,
     .close = shm_close,
 };
-
-const rc_transport_ops_t *const rc_transports[] = {&rc_transport_shm, NULL};

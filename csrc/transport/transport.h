@@ -85,6 +85,7 @@ size_t rc_shm_header_bytes(void);
 #define RC_NLANES 2
 
 extern const rc_transport_ops_t rc_transport_shm;
+extern const rc_transport_ops_t rc_transport_tcp;
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
