@@ -94,14 +94,14 @@ def test_file_is_read(run_mpi, tmp_path):
 
 def test_env_overrides_file(run_mpi, tmp_path):
     path = write(tmp_path / "t.conf", {**identity(), **FILE_THRESHOLDS})
-    want = {"thresholds": {"allreduce_tree_max": [12345, "env"],
+    want = {"thresholds": {"allreduce_tree_max": [12 << 10, "env"],
                            "reduce_binomial_max": [99, "env"],
                            "allreduce_binomial_max": [4096, "file"]},
-            "source": f"file {path}, 2 from the environment",
+            "source": f"file {path}, 2 from the environment",   # K/M/G as elsewhere
             "select": [[2048, "allreduce", "tree"]]}
     res = read(run_mpi, path, want,
-               env={"RINGCOMM_TREE_MAX": "12345", "RINGCOMM_REDUCE_BINOMIAL_MAX": "99"})
-    assert "allreduce_tree_max=12345(env)" in res.output, res.output
+               env={"RINGCOMM_TREE_MAX": "12K", "RINGCOMM_REDUCE_BINOMIAL_MAX": "99"})
+    assert "allreduce_tree_max=12288(env)" in res.output, res.output
 
 
 def test_file_at_three_ranks(run_mpi, tmp_path):
@@ -122,7 +122,7 @@ def test_bad_file_falls_back(run_mpi, tmp_path, case):
     if case == "garbage line":
         extra = ["this line has no equals sign"]
     elif case == "bad value":
-        fields["allreduce_tree_max"] = "12kB"
+        fields["allreduce_tree_max"] = "12kB"     # K, M, G suffixes are fine; "kB" is not
     elif case == "other ranks":
         fields["ranks"] = 5
     elif case == "other cpu":
