@@ -66,7 +66,7 @@ def test_tune_quick_end_to_end(run_mpi, tmp_path):
         assert f"validated_worst_ratio.{coll}" in fields, text
     assert "ignoring RINGCOMM_DIRECT_MAX" in res.output, res.output
     assert f"validation (file {out})" in res.output, res.output  # the library took it
-    assert "worst auto/best" in res.output
+    assert "worst auto/best" in res.output and "worst pick/best" in res.output
     report = json.loads(js.read_text())
     assert set(report["validation"]) == set(tune.SELECTION)
     assert {k: int(fields[k]) for k in KEYS} == report["thresholds"]

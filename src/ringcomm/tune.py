@@ -295,6 +295,17 @@ class Timer:
 
     def __init__(self, world, reps, budget_s, q=0.25):
         self.world, self.reps, self.budget, self.q = world, reps, budget_s, q
+        self.heavy = False
+
+    def settle(self):
+        """After seconds of busy ranks, the scheduler lets the processes that
+        waited run first: small calls timed right after big ones stalled for
+        0.1-0.5 ms each on the shared VM.  A pause (every rank, then a
+        barrier) before timing again."""
+        if self.heavy:
+            time.sleep(0.3)
+            self.world.barrier()
+        self.heavy = False
 
     def agree_max(self, values):
         a = np.array(values, dtype=np.float64)
@@ -305,6 +316,7 @@ class Timer:
         """fns: {label: callable}; returns {label: median seconds per call}."""
         labels = list(fns)
         clock, barrier = time.perf_counter, self.world.barrier
+        self.settle()
         probe = []
         for lab in labels:
             fn = fns[lab]
@@ -329,6 +341,7 @@ class Timer:
                     ts[i] = clock() - t0
                 local[r, j] = float(np.quantile(ts, self.q))
         worst = self.agree_max(local.ravel()).reshape(local.shape)
+        self.heavy = float(worst.max()) > 1e-3
         return {lab: float(np.median(worst[:, j])) for j, lab in enumerate(labels)}
 
 
@@ -424,6 +437,10 @@ def main(argv=None):
     ap.add_argument("--large", help="middle of the large calibration sizes (default 16M)")
     ap.add_argument("--sizes", help="validation sizes, e.g. 8,1K,64M (default 8 B .. 64 MiB x4)")
     ap.add_argument("--no-validate", action="store_true", help="skip the validation sweep")
+    ap.add_argument("--validate-only", action="store_true",
+                    help="measure nothing, write nothing: validate the thresholds the library "
+                         "takes now (the tune file, or with RINGCOMM_TUNE_FILE=none the "
+                         "built-in defaults)")
     ap.add_argument("-q", "--quantile", type=float, default=0.25,
                     help="per-call time statistic within a repetition (default 0.25; 0.5 = "
                          "median; the repetitions' median is taken of it)")
@@ -471,99 +488,116 @@ def main(argv=None):
     if overridden:
         say(f"  (ignoring {', '.join(overridden)} from the environment while tuning)")
 
-    # ---- constants ----
-    alpha_hop = timer.run({"barrier": world.barrier})["barrier"] / _lg(p)
-    gam = measure_gamma(timer, 64 << 10 if quick else 4 << 20)
-    gamma = max(0.0, gam["float32"][0] - gam["float32"][1])
-    say(f"\nconstants:\n  alpha_hop (barrier / ceil(log2 p)) {alpha_hop * 1e6:.2f} us")
-    for dt, (r, cp) in gam.items():
-        say(f"  {dt}: reduce_local {r * 1e9:.3f} ns/B, copy {cp * 1e9:.3f} ns/B "
-            f"-> gamma {max(0.0, r - cp) * 1e9:.3f} ns/B")
+    models, calib, thresholds, consts, values, header = {c: {} for c in colls}, {}, {}, {}, {}, {}
+    if not args.validate_only:
+        # ---- constants ----
+        # warm-up: the first hundreds of ms of calls on a new communicator ran
+        # slower on the shared VM (page faults, the scheduler's view of the ranks)
+        t_end = time.perf_counter() + (0.2 if quick else 1.0)
+        warm = np.zeros(1024, np.float32)
+        while True:
+            for a in ringcomm.algorithms("allreduce"):
+                world.allreduce(warm, algorithm=a)
+            done = np.array([time.perf_counter() > t_end], np.int32)
+            world.allreduce(done, op="min")
+            if done[0]:
+                break
+        alpha_hop = timer.run({"barrier": world.barrier})["barrier"] / _lg(p)
+        gam = measure_gamma(timer, 64 << 10 if quick else 4 << 20)
+        gamma = max(0.0, gam["float32"][0] - gam["float32"][1])
+        say(f"\nconstants:\n  alpha_hop (barrier / ceil(log2 p)) {alpha_hop * 1e6:.2f} us")
+        for dt, (r, cp) in gam.items():
+            say(f"  {dt}: reduce_local {r * 1e9:.3f} ns/B, copy {cp * 1e9:.3f} ns/B "
+                f"-> gamma {max(0.0, r - cp) * 1e9:.3f} ns/B")
 
-    models, calib = {}, {}
-    for coll in colls:
-        maxs, default, mins = SELECTION[coll]
-        algos = [a for a in maxs + [default] + mins if a in ringcomm.algorithms(coll)]
-        fns, cgroups = {}, {}
-        for a in algos:
-            cgroups[a] = []
-            for grp in groups:
-                ns = []
-                for n in grp:
-                    n = call_bytes(coll, n, p)
-                    if terms(coll, a, p, n, C) is None:
-                        continue      # direct declines calls over a chunk
-                    fns[(a, n)] = make_call(world, coll, n, a)
-                    ns.append(n)
-                cgroups[a].append(ns)
-            if not cgroups[a][-1]:
-                # direct: its large group is the largest calls it runs
-                top = call_bytes(coll, C if coll == "allreduce" else p * C, p)
-                ns = [n for n in (top // 4, top // 2, top) if n > max(cgroups[a][-2] or [0])]
-                for n in ns:
-                    fns[(a, n)] = make_call(world, coll, n, a)
-                cgroups[a][-1] = ns
-        t = timer.run(fns)
-        models[coll] = {}
-        for a in algos:
-            if not cgroups[a][0] or not any(cgroups[a][1:]):
-                continue
-            m = AlgoModel(coll, a, p, C, gamma if coll in ("allreduce", "reduce",
-                                                            "reduce_scatter") else 0.0)
-            m.fit([[(n, t[(a, n)]) for n in grp] for grp in cgroups[a]])
-            models[coll][a] = m
-        calib[coll] = {f"{a}@{n}": v for (a, n), v in t.items()}
-        say(f"  {coll}: " + "; ".join(
-            f"{a} alpha {m.alpha * 1e6:.2f} us ({m.alpha / alpha_hop:.1f} hops), beta "
-            + "/".join(f"{b * 1e9:.3f}" for _, b in m.points) + " ns/B"
-            for a, m in models[coll].items()))
+        models, calib = {}, {}
+        for coll in colls:
+            maxs, default, mins = SELECTION[coll]
+            algos = [a for a in maxs + [default] + mins if a in ringcomm.algorithms(coll)]
+            fns, cgroups = {}, {}
+            for a in algos:
+                cgroups[a] = []
+                for grp in groups:
+                    ns = []
+                    for n in grp:
+                        n = call_bytes(coll, n, p)
+                        if terms(coll, a, p, n, C) is None:
+                            continue      # direct declines calls over a chunk
+                        fns[(a, n)] = make_call(world, coll, n, a)
+                        ns.append(n)
+                    cgroups[a].append(ns)
+                if not cgroups[a][-1]:
+                    # direct: its large group is the largest calls it runs
+                    top = call_bytes(coll, C if coll == "allreduce" else p * C, p)
+                    ns = [n for n in (top // 4, top // 2, top) if n > max(cgroups[a][-2] or [0])]
+                    for n in ns:
+                        fns[(a, n)] = make_call(world, coll, n, a)
+                    cgroups[a][-1] = ns
+            t = {}
+            for gi in range(len(groups)):     # a run per size group, small first
+                t.update(timer.run({k: f for k, f in fns.items()
+                                    if k[1] in cgroups[k[0]][gi]}))
+            models[coll] = {}
+            for a in algos:
+                if not cgroups[a][0] or not any(cgroups[a][1:]):
+                    continue
+                m = AlgoModel(coll, a, p, C, gamma if coll in ("allreduce", "reduce",
+                                                                "reduce_scatter") else 0.0)
+                m.fit([[(n, t[(a, n)]) for n in grp] for grp in cgroups[a]])
+                models[coll][a] = m
+            calib[coll] = {f"{a}@{n}": v for (a, n), v in t.items()}
+            say(f"  {coll}: " + "; ".join(
+                f"{a} alpha {m.alpha * 1e6:.2f} us ({m.alpha / alpha_hop:.1f} hops), beta "
+                + "/".join(f"{b * 1e9:.3f}" for _, b in m.points) + " ns/B"
+                for a, m in models[coll].items()))
 
-    # ---- thresholds ----
-    grid = sorted({int(8 * 2 ** (i / 4)) // (4 * p) * (4 * p) or 4 * p for i in range(4 * 27 + 1)})
-    thresholds, predicted = {}, {}
-    say("\nthresholds (bytes of the call; the big buffer for block collectives):")
-    for coll in colls:
-        thr, chosen, winners, worst = derive(coll, models[coll], p, grid)
-        thresholds.update(thr)
-        predicted[coll] = (chosen, winners)
-        runs, prev = [], None
-        for n, a in zip(grid, chosen):
-            if a != prev:
-                runs.append(f"{a} from {fmt_size(n)}")
-                prev = a
-        say(f"  {coll}: " + ", ".join(f"{k}={v}" for k, v in thr.items())
-            + f"  [model: {'; '.join(runs)}; predicted worst auto/best {worst:.2f}]")
+        # ---- thresholds ----
+        grid = sorted({int(8 * 2 ** (i / 4)) // (4 * p) * (4 * p) or 4 * p for i in range(4 * 27 + 1)})
+        thresholds, predicted = {}, {}
+        say("\nthresholds (bytes of the call; the big buffer for block collectives):")
+        for coll in colls:
+            thr, chosen, winners, worst = derive(coll, models[coll], p, grid)
+            thresholds.update(thr)
+            predicted[coll] = (chosen, winners)
+            runs, prev = [], None
+            for n, a in zip(grid, chosen):
+                if a != prev:
+                    runs.append(f"{a} from {fmt_size(n)}")
+                    prev = a
+            say(f"  {coll}: " + ", ".join(f"{k}={v}" for k, v in thr.items())
+                + f"  [model: {'; '.join(runs)}; predicted worst auto/best {worst:.2f}]")
 
-    header = {
-        "format": FORMAT, "ranks": p, "cpus": os.cpu_count(), "cpu_model": cpu_model(),
-        "chunk_bytes": C, "host": socket.gethostname(), "kernel": platform.release(),
-        "machine": platform.machine(), "date": datetime.datetime.now(datetime.timezone.utc)
-        .strftime("%Y-%m-%dT%H:%M:%SZ"), "ringcomm_version": ringcomm.__version__,
-        "reduce_isa": ringcomm.reduce_isa(),
-        "mode": "quick" if quick else "full", "load_average": "%.2f/%.2f/%.2f" % load0,
-    }
-    consts = {"alpha_hop_us": f"{alpha_hop * 1e6:.3f}", "gamma_ns_per_byte": f"{gamma * 1e9:.4f}"}
-    for dt, (r, cp) in gam.items():
-        consts[f"reduce_local_{dt}_ns_per_byte"] = f"{r * 1e9:.4f}"
-        consts[f"copy_ns_per_byte_{dt}"] = f"{cp * 1e9:.4f}"
-    for coll, ms in models.items():
-        for a, m in ms.items():
-            consts[f"model.{coll}.{a}.alpha_us"] = f"{m.alpha * 1e6:.3f}"
-            consts[f"model.{coll}.{a}.beta_ns_per_byte"] = ",".join(
-                f"{n}:{b * 1e9:.4f}" for n, b in m.points)
-    values = dict(consts)
-    values.update({k: thresholds[k] for k in sorted(thresholds)})
-    if rank == 0:
-        write_file(path, header, values)
-    world.barrier()
-    say(f"\nwrote {path}")
+        header = {
+            "format": FORMAT, "ranks": p, "cpus": os.cpu_count(), "cpu_model": cpu_model(),
+            "chunk_bytes": C, "host": socket.gethostname(), "kernel": platform.release(),
+            "machine": platform.machine(), "date": datetime.datetime.now(datetime.timezone.utc)
+            .strftime("%Y-%m-%dT%H:%M:%SZ"), "ringcomm_version": ringcomm.__version__,
+            "reduce_isa": ringcomm.reduce_isa(),
+            "mode": "quick" if quick else "full", "load_average": "%.2f/%.2f/%.2f" % load0,
+        }
+        consts = {"alpha_hop_us": f"{alpha_hop * 1e6:.3f}", "gamma_ns_per_byte": f"{gamma * 1e9:.4f}"}
+        for dt, (r, cp) in gam.items():
+            consts[f"reduce_local_{dt}_ns_per_byte"] = f"{r * 1e9:.4f}"
+            consts[f"copy_ns_per_byte_{dt}"] = f"{cp * 1e9:.4f}"
+        for coll, ms in models.items():
+            for a, m in ms.items():
+                consts[f"model.{coll}.{a}.alpha_us"] = f"{m.alpha * 1e6:.3f}"
+                consts[f"model.{coll}.{a}.beta_ns_per_byte"] = ",".join(
+                    f"{n}:{b * 1e9:.4f}" for n, b in m.points)
+        values = dict(consts)
+        values.update({k: thresholds[k] for k in sorted(thresholds)})
+        if rank == 0:
+            write_file(path, header, values)
+        world.barrier()
+        say(f"\nwrote {path}")
 
     # ---- validation ----
     report = {"header": header, "constants": consts, "thresholds": thresholds,
               "calibration": calib, "validation": {}}
     worst_all = []
     if not args.no_validate:
-        os.environ["RINGCOMM_TUNE_FILE"] = os.path.abspath(path)
+        if not args.validate_only:
+            os.environ["RINGCOMM_TUNE_FILE"] = os.path.abspath(path)
         # one communicator from here on: it runs the fixed algorithms, auto and
         # the timer's barriers (a second, idle one would share the cores)
         auto = world.split(0)
@@ -571,16 +605,17 @@ def main(argv=None):
         world = timer.world = auto
         got = auto.thresholds(origins=True)
         bad = {k: v for k, v in thresholds.items() if got.get(k) != (v, "file")}
-        if bad:
+        if bad and not args.validate_only:
             raise SystemExit(f"ringcomm.tune: the library did not take {path}: "
                              f"{ {k: got.get(k) for k in bad} } ({auto.tune_source})")
         say(f"\nvalidation ({auto.tune_source}): auto vs every fixed algorithm, "
             f"{reps} interleaved repetitions")
         for coll in colls:
-            algos = list(models[coll])
+            maxs, default, mins = SELECTION[coll]
+            algos = [a for a in maxs + [default] + mins if a in ringcomm.algorithms(coll)]
             say(f"\n  {coll} (p={p})")
             say(f"  {'size':>9} {'auto picks':>17} {'measured best':>17} {'best':>10} "
-                f"{'auto':>10} {'auto/best':>9}  model error")
+                f"{'pick':>10} {'auto':>10} {'pick/best':>9} {'auto/best':>9}  model error")
             rows = []
             for n0 in vsizes:
                 n = call_bytes(coll, n0, p)
@@ -593,29 +628,41 @@ def main(argv=None):
                 fixed = {a: v for a, v in t.items() if a != "auto"}
                 best = min(fixed, key=fixed.get)
                 ratio = t["auto"] / fixed[best]
+                # the fixed column of the algorithm auto picks: its ratio to the
+                # best is the selection's cost, without auto's own timing noise
+                regret = fixed.get(pick, t["auto"]) / fixed[best]
                 pred = models[coll][pick].time(n) if pick in models[coll] else math.nan
+                if not fixed.get(pick):
+                    pred = math.nan
                 err = pred / fixed.get(pick, math.nan) - 1
                 rows.append({"bytes": n, "auto_picks": pick, "best": best, "times": t,
-                             "ratio": ratio, "model_time_of_pick": pred})
-                flag = "  <-- over 10%" if ratio > 1.10 else ""
+                             "ratio": ratio, "regret": regret, "model_time_of_pick": pred})
+                flag = "  <-- over 10%" if min(ratio, regret) > 1.10 else ""
                 say(f"  {fmt_size(n):>9} {pick:>17} {best:>17} {fmt_t(fixed[best]):>10} "
-                    f"{fmt_t(t['auto']):>10} {ratio:>9.2f}  {err:+.0%}{flag}")
+                    f"{fmt_t(fixed.get(pick, math.nan)):>10} {fmt_t(t['auto']):>10} "
+                    f"{regret:>9.2f} {ratio:>9.2f}  {err:+.0%}{flag}")
             w = max(rows, key=lambda r: r["ratio"])
-            worst_all.append((coll, w["ratio"], w["bytes"]))
+            wr = max(rows, key=lambda r: r["regret"])
+            worst_all.append((coll, w["ratio"], w["bytes"], wr["regret"], wr["bytes"]))
             report["validation"][coll] = rows
-            say(f"  worst auto/best: {w['ratio']:.2f} at {fmt_size(w['bytes'])}")
+            say(f"  worst auto/best: {w['ratio']:.2f} at {fmt_size(w['bytes'])}; worst "
+                f"pick/best: {wr['regret']:.2f} at {fmt_size(wr['bytes'])}")
         load1 = os.getloadavg()
         comments = [f"validation ({'quick' if quick else 'full'}, load average "
                     f"{load0[0]:.2f} -> {load1[0]:.2f}): worst auto/best per collective: "
-                    + ", ".join(f"{c} {r:.2f} at {fmt_size(n)}" for c, r, n in worst_all)]
-        values.update({f"validated_worst_ratio.{c}": f"{r:.3f}" for c, r, _ in worst_all})
-        if rank == 0:
+                    + ", ".join(f"{c} {r:.2f} at {fmt_size(n)} (pick/best {g:.2f} at "
+                                f"{fmt_size(m)})" for c, r, n, g, m in worst_all)]
+        values.update({f"validated_worst_ratio.{c}": f"{r:.3f}" for c, r, *_ in worst_all})
+        values.update({f"validated_worst_pick_ratio.{c}": f"{g:.3f}"
+                       for c, _, _, g, _ in worst_all})
+        if rank == 0 and not args.validate_only:
             write_file(path, header, values, comments)
         say("\n" + comments[0])
     if rank == 0 and args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1, default=str)
-    say(f"ringcomm.tune: done in {time.time() - t_start:.0f} s; {path}")
+    say(f"ringcomm.tune: done in {time.time() - t_start:.0f} s"
+        + ("" if args.validate_only else f"; {path}"))
     world.close()
     return 0
 
