@@ -20,11 +20,11 @@
  * Keys it does not name keep their defaults; keys it has that this version
  * does not know (the measured constants, identity, date) are ignored.
  *
- * Built-in defaults: the thresholds python -m ringcomm.tune derived on the
- * 2-vCPU AMD EPYC VM the project is developed on, one set for a core per
- * rank (measured at 2 ranks) and one for more ranks than CPUs (measured at
- * 4 ranks); see docs/design.md ("Auto thresholds") for the constants and the
- * validation. */
+ * Built-in defaults (keys[] below): the thresholds python -m ringcomm.tune
+ * derived on the 2-vCPU AMD EPYC VM the project is developed on, one set for
+ * a core per rank (measured at 2 ranks) and one for more ranks than CPUs
+ * (measured at 4 ranks); see docs/design.md ("Auto thresholds") for the
+ * constants and the validation.  Other rank counts and machines: run it. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -43,27 +43,34 @@ typedef struct {
     uint64_t def_over; /* built-in default, more ranks than CPUs */
 } rc_tune_key_t;
 
-/* RC_TUNE_CHUNK as a default: the communicator's chunk size */
-#define RC_TUNE_CHUNK UINT64_MAX
-
+/* The defaults: python -m ringcomm.tune on the 2-vCPU AMD EPYC VM, 2026-11-27
+ * (load average 8-12 from other sessions: noisy, see docs/design.md), a core
+ * per rank = its full 2-rank run, more ranks than CPUs = its full 4-rank run
+ * except all-reduce's four, from a 4-rank all-reduce run with a cleaner
+ * calibration (the full run's small direct calls had measured 1.7x slower).  The old hand-set values were direct_max 1 KiB /
+ * 64 KiB, tree_max 0 / 256 KiB, cma never, broadcast and reduce binomial up
+ * to one chunk, all-gather and reduce-scatter direct as all-reduce's. */
 static const rc_tune_key_t keys[RC_NUM_TUNE] = {
-    [RC_TUNE_AR_DIRECT_MAX] = {"allreduce_direct_max", "RINGCOMM_DIRECT_MAX", 1024, 65536},
+    [RC_TUNE_AR_DIRECT_MAX] = {"allreduce_direct_max", "RINGCOMM_DIRECT_MAX", 142931, 42488},
     [RC_TUNE_AR_BINOMIAL_MAX] = {"allreduce_binomial_max", "RINGCOMM_ALLREDUCE_BINOMIAL_MAX", 0,
                                  0},
-    [RC_TUNE_AR_TREE_MAX] = {"allreduce_tree_max", "RINGCOMM_TREE_MAX", 0, 262144},
-    [RC_TUNE_AR_CMA_MIN] = {"allreduce_cma_min", "RINGCOMM_CMA_ALLREDUCE_MIN", 0, 0},
+    [RC_TUNE_AR_TREE_MAX] = {"allreduce_tree_max", "RINGCOMM_TREE_MAX", 285866, 240384},
+    [RC_TUNE_AR_CMA_MIN] = {"allreduce_cma_min", "RINGCOMM_CMA_ALLREDUCE_MIN", 285867, 15384768},
     [RC_TUNE_BC_BINOMIAL_MAX] = {"broadcast_binomial_max", "RINGCOMM_BROADCAST_BINOMIAL_MAX",
-                                 RC_TUNE_CHUNK, RC_TUNE_CHUNK},
+                                 42488, 2719657},
     [RC_TUNE_BC_SAG_MIN] = {"broadcast_scatter_allgather_min",
                             "RINGCOMM_BROADCAST_SCATTER_ALLGATHER_MIN", 0, 0},
-    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX",
-                                 RC_TUNE_CHUNK, RC_TUNE_CHUNK},
-    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 1024,
-                               65536},
-    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 0, 0},
+    /* derived: binomial always (1 GiB) at 2 and 4 ranks; kept at the old one
+     * chunk because binomial reduce misses a root mismatch (a rank returns
+     * normally: tests/mpi/mismatch.py reduce_root at 4 ranks, 800 KB) */
+    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 131072,
+                                 524288},
+    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 285866,
+                               101060},
+    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 1143478, 9147842},
     [RC_TUNE_RS_DIRECT_MAX] = {"reduce_scatter_direct_max", "RINGCOMM_REDUCE_SCATTER_DIRECT_MAX",
-                               1024, 65536},
-    [RC_TUNE_A2A_CMA_MIN] = {"alltoall_cma_min", "RINGCOMM_ALLTOALL_CMA_MIN", 0, 0},
+                               0, 0},
+    [RC_TUNE_A2A_CMA_MIN] = {"alltoall_cma_min", "RINGCOMM_ALLTOALL_CMA_MIN", 4573921, 9147842},
 };
 
 static const char *const origin_names[] = {"default", "file", "env"};
@@ -226,7 +233,7 @@ void rc_tune_init(rc_comm_t *c) {
     int over = c->oversubscribed;
     for (int i = 0; i < RC_NUM_TUNE; i++) {
         uint64_t d = over ? keys[i].def_over : keys[i].def_core;
-        t->v[i] = d == RC_TUNE_CHUNK ? c->chunk_bytes : d;
+        t->v[i] = d;
         t->from[i] = RC_TUNE_FROM_DEFAULT;
     }
     /* only rank 0's choice is used: the others need not read or log */
