@@ -86,12 +86,8 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
         if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
     if (algo && *algo && c->algo_env == RC_ALGO_AUTO && strcmp(algo, "auto") != 0 && rank == 0)
         rc_log(RC_WARN, "RINGCOMM_ALGO=%s is not an algorithm name; using auto", algo);
-    /* "auto" thresholds, measured on a 2-core VM (docs/design.md): with a
-     * core per rank, direct wins to ~1 KiB and ring beyond; with more ranks
-     * than cores every hop costs a context switch, so the fewest hops win:
-     * direct to 64 KiB, then the tree to 256 KiB. */
-    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", over ? 65536 : 1024);
-    c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", over ? 262144 : 0);
+    /* "auto" thresholds: built-in defaults, the tune file, the environment (tune.c) */
+    rc_tune_init(c);
     /* Results of calls this large go out with streaming stores: no
      * read-for-ownership of the output, no eviction of the slots. */
     c->stream_min = (uint64_t)rc_env_ll("RINGCOMM_STREAM_MIN", 8 << 20);
@@ -100,8 +96,6 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     /* Point-to-point messages this large are read straight out of the
      * sender's buffer (process_vm_readv) where the kernel allows it. */
     c->cma_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_MIN", 64 * 1024);
-    /* auto: all-reduces this large read the peers' buffers directly (0: never) */
-    c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
     /* RINGCOMM_TRANSPORT=name forces one transport for every peer (tests,
      * and ranks on one host that should talk as if they were not). */
     const char *force = getenv("RINGCOMM_TRANSPORT");

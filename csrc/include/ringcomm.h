@@ -136,6 +136,13 @@ int rc_comm_rank(const rc_comm_t *comm);
 int rc_comm_size(const rc_comm_t *comm);
 /* The chunk (slot) size in bytes and slot count this communicator uses. */
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
+/* "auto" thresholds (bytes): the i-th one's name, value and origin
+ * ("default", "file" or "env"); RC_ERR_INVALID_ARG past the last.  Any
+ * pointer may be NULL.  Rank 0's values, once connected. */
+rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name, uint64_t *value,
+                              const char **origin);
+/* Where rank 0's thresholds came from: "file PATH" or "built-in defaults (...)". */
+const char *rc_comm_tune_source(const rc_comm_t *comm);
 
 /* ---- collectives ----
  * count is in elements.  recvbuf == sendbuf means in place.  For allgather,

@@ -373,6 +373,28 @@ cdef class Communicator:
         """Bytes per pipeline chunk (shared-memory slot) on this communicator."""
         return lib.rc_comm_chunk_bytes(self._ptr())
 
+    def thresholds(self, bint origins=False):
+        """The byte thresholds "auto" selects by (rank 0's, the same on every
+        rank): {name: bytes}, or {name: (bytes, origin)} with origins=True,
+        origin one of "default", "file", "env".  See tune_source and
+        `python -m ringcomm.tune`."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef const char *name
+        cdef const char *origin
+        cdef uint64_t value
+        cdef int i = 0
+        out = {}
+        while lib.rc_comm_threshold(c, i, &name, &value, &origin) == lib.RC_OK:
+            out[name.decode()] = (value, origin.decode()) if origins else value
+            i += 1
+        return out
+
+    @property
+    def tune_source(self):
+        """Where the thresholds came from: "file PATH" or "built-in defaults (...)",
+        with ", N from the environment" when variables overrode some."""
+        return lib.rc_comm_tune_source(self._ptr()).decode()
+
     def select_algorithm(self, uint64_t count, dtype="float32", collective="allreduce"):
         """The algorithm "auto" picks for `collective` of `count` elements
         (per-rank block for the gather/scatter family)."""

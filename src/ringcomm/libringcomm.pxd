@@ -99,6 +99,9 @@ cdef extern from "ringcomm.h" nogil:
     int rc_comm_rank(const rc_comm_t *comm)
     int rc_comm_size(const rc_comm_t *comm)
     size_t rc_comm_chunk_bytes(const rc_comm_t *comm)
+    rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name,
+                                  uint64_t *value, const char **origin)
+    const char *rc_comm_tune_source(const rc_comm_t *comm)
 
     rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
                              uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
