@@ -105,6 +105,8 @@ demo: setup
 	$(BIN)/mpirun -n $(NP) $(BIN)/python examples/train_allreduce.py
 	@echo "== pipeline-parallel training (1F1B) over ringcomm send/recv: mpirun -n $(NP) =="
 	$(BIN)/mpirun -n $(NP) $(BIN)/python examples/train_pipeline.py
+	@echo "== DistributedDataParallel over the torch backend \"ringcomm\": mpirun -n $(NP) =="
+	$(BIN)/mpirun -n $(NP) $(BIN)/python examples/train_ddp.py --steps 200
 	@echo "== all-reduce benchmark, 2 ranks, ringcomm vs MPI =="
 	$(BIN)/mpirun -n 2 $(BIN)/python -m ringcomm.bench -b 8 -e 64M -f 8 -a all --peers mpi
 	@echo "== all-reduce benchmark, $(NP) ranks, ringcomm vs MPI =="

@@ -144,35 +144,52 @@ const char *rc_coll_algo_name(rc_coll_t coll, int i) {
 }
 
 /* ---- "auto" ----
- * Thresholds (bytes) measured on a 2-core VM (docs/design.md);
- * RINGCOMM_DIRECT_MAX / RINGCOMM_TREE_MAX override the all-reduce ones, and
- * RINGCOMM_ALGO forces an algorithm wherever the collective has it. */
+ * Picks by the call's bytes against the thresholds of comm->tune (tune.c:
+ * built-in defaults, the file `python -m ringcomm.tune` writes from a
+ * measured cost model, the environment); RINGCOMM_ALGO forces an algorithm
+ * wherever the collective has it.  Block collectives compare the big buffer
+ * (p blocks).  An algorithm that then declines falls back (check_coll). */
 rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dtype_t dt) {
     uint64_t bytes = count * rc_dtype_size(dt);
     const int p = comm->size;
+    const uint64_t *v = comm->tune.v;
     if (comm->algo_env != RC_ALGO_AUTO && find_algo(coll, (rc_algo_t)comm->algo_env))
         return (rc_algo_t)comm->algo_env;
     switch (coll) {
     case RC_COLL_ALLREDUCE:
         if (p <= 1) return RC_ALGO_RING;
-        if (bytes <= comm->direct_max && bytes <= comm->chunk_bytes && p <= 8)
+        if (bytes <= v[RC_TUNE_AR_DIRECT_MAX] && bytes <= comm->chunk_bytes && p <= 8)
             return RC_ALGO_DIRECT;
         /* ranks on several hosts, several on each: shared memory inside,
          * one stream per local rank across (one step for the tiny calls
          * above beats its three) */
         if (comm->nhosts > 1 && comm->local_size > 1) return RC_ALGO_HIER;
-        if (bytes <= comm->tree_max) return RC_ALGO_TREE;
-        if (comm->cma_all && comm->cma_allreduce_min && bytes >= comm->cma_allreduce_min)
+        if (bytes <= v[RC_TUNE_AR_BINOMIAL_MAX]) return RC_ALGO_BINOMIAL;
+        if (bytes <= v[RC_TUNE_AR_TREE_MAX]) return RC_ALGO_TREE;
+        if (comm->cma_all && v[RC_TUNE_AR_CMA_MIN] && bytes >= v[RC_TUNE_AR_CMA_MIN])
             return RC_ALGO_CMA;
         return RC_ALGO_RING;
     case RC_COLL_BROADCAST:
-        return bytes <= comm->chunk_bytes ? RC_ALGO_BINOMIAL : RC_ALGO_CHAIN;
+        if (bytes <= v[RC_TUNE_BC_BINOMIAL_MAX]) return RC_ALGO_BINOMIAL;
+        if (v[RC_TUNE_BC_SAG_MIN] && bytes >= v[RC_TUNE_BC_SAG_MIN])
+            return RC_ALGO_SCATTER_ALLGATHER;
+        return RC_ALGO_CHAIN;
     case RC_COLL_REDUCE:
-        return bytes <= comm->chunk_bytes ? RC_ALGO_BINOMIAL : RC_ALGO_RS_GATHER;
+        return bytes <= v[RC_TUNE_RD_BINOMIAL_MAX] ? RC_ALGO_BINOMIAL : RC_ALGO_RS_GATHER;
     case RC_COLL_ALLGATHER:
+        bytes *= (uint64_t)p;
+        if (bytes <= v[RC_TUNE_AG_DIRECT_MAX] && p <= 8) return RC_ALGO_DIRECT;
+        if (comm->cma_all && v[RC_TUNE_AG_CMA_MIN] && bytes >= v[RC_TUNE_AG_CMA_MIN])
+            return RC_ALGO_CMA;
+        return RC_ALGO_RING;
     case RC_COLL_REDUCE_SCATTER:
-        /* total bytes in the big buffer */
-        return bytes * (uint64_t)p <= comm->direct_max && p <= 8 ? RC_ALGO_DIRECT : RC_ALGO_RING;
+        bytes *= (uint64_t)p;
+        return bytes <= v[RC_TUNE_RS_DIRECT_MAX] && p <= 8 ? RC_ALGO_DIRECT : RC_ALGO_RING;
+    case RC_COLL_ALLTOALL:
+        bytes *= (uint64_t)p;
+        if (comm->cma_all && v[RC_TUNE_A2A_CMA_MIN] && bytes >= v[RC_TUNE_A2A_CMA_MIN])
+            return RC_ALGO_CMA;
+        return RC_ALGO_PAIRWISE;
     default:
         return coll_info[coll].rows ? coll_info[coll].rows[0].id : RC_ALGO_DIRECT;
     }

@@ -112,12 +112,8 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
         if (!strcmp(algo, rc_algo_name((rc_algo_t)a))) c->algo_env = a;
     if (algo && *algo && c->algo_env == RC_ALGO_AUTO && strcmp(algo, "auto") != 0 && rank == 0)
         rc_log(RC_WARN, "RINGCOMM_ALGO=%s is not an algorithm name; using auto", algo);
-    /* "auto" thresholds, measured on a 2-core VM (docs/design.md): with a
-     * core per rank, direct wins to ~1 KiB and ring beyond; with more ranks
-     * than cores every hop costs a context switch, so the fewest hops win:
-     * direct to 64 KiB, then the tree to 256 KiB. */
-    c->direct_max = (uint64_t)rc_env_ll("RINGCOMM_DIRECT_MAX", over ? 65536 : 1024);
-    c->tree_max = (uint64_t)rc_env_ll("RINGCOMM_TREE_MAX", over ? 262144 : 0);
+    /* "auto" thresholds: built-in defaults, the tune file, the environment (tune.c) */
+    rc_tune_init(c);
     /* Results of calls this large go out with streaming stores: no
      * read-for-ownership of the output, no eviction of the slots. */
     c->stream_min = (uint64_t)rc_env_ll("RINGCOMM_STREAM_MIN", 8 << 20);
@@ -126,8 +122,6 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     /* Point-to-point messages this large are read straight out of the
      * sender's buffer (process_vm_readv) where the kernel allows it. */
     c->cma_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_MIN", 64 * 1024);
-    /* auto: all-reduces this large read the peers' buffers directly (0: never) */
-    c->cma_allreduce_min = (uint64_t)rc_env_ll("RINGCOMM_CMA_ALLREDUCE_MIN", 0);
     /* RINGCOMM_TRANSPORT=name forces one transport for every peer (tests,
      * and ranks on one host that should talk as if they were not); else
      * shared memory and a network transport, chosen per peer at connect
@@ -171,12 +165,12 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     snprintf(a.token, sizeof a.token, "%s", comm->token);
     host_identity(a.host, sizeof a.host);
     RC_CHECK(rc_mux_address(comm));
-    a.tune.chunk_bytes = (uint32_t)comm->chunk_bytes;
-    a.tune.nslots = (uint16_t)comm->nslots;
-    a.tune.algo_env = (int8_t)comm->algo_env;
-    a.tune.direct_max = comm->direct_max;
-    a.tune.tree_max = comm->tree_max;
-    a.tune.stream_min = comm->stream_min;
+    a.chunk_bytes = (uint32_t)comm->chunk_bytes;
+    a.nslots = (uint16_t)comm->nslots;
+    a.algo_env = (int8_t)comm->algo_env;
+    a.ntune = RC_NUM_TUNE;
+    a.stream_min = comm->stream_min;
+    a.tune.t = comm->tune;
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
     memcpy(blob, &a, sizeof a);
@@ -197,13 +191,19 @@ rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token)
                                 "comm_connect on rank %d: address %d is not from rank %d of this "
                                 "%d-rank communicator (it says rank %d of %d)",
                                 me, r, r, size, a->rank, a->size);
-        const rc_tune_t *t = &a->tune;
-        if (t->chunk_bytes < 64 || t->chunk_bytes > (1u << 30) || t->chunk_bytes % 64 ||
-            t->nslots < 2 || t->nslots > 1024 || t->algo_env < 0 || t->algo_env >= RC_NUM_ALGOS)
+        a->tune.t.source[sizeof a->tune.t.source - 1] = 0;
+        int origins_ok = 1;
+        for (int i = 0; i < RC_NUM_TUNE; i++)
+            if (a->tune.t.from[i] > RC_TUNE_FROM_ENV) origins_ok = 0;
+        if (a->chunk_bytes < 64 || a->chunk_bytes > (1u << 30) || a->chunk_bytes % 64 ||
+            a->nslots < 2 || a->nslots > 1024 || a->algo_env < 0 || a->algo_env >= RC_NUM_ALGOS ||
+            a->ntune != RC_NUM_TUNE || !origins_ok)
             return rc_set_error(RC_ERR_MISMATCH,
                                 "comm_connect on rank %d: address of rank %d carries an invalid "
-                                "tuning (%u slots of %u bytes, algorithm %d)",
-                                me, r, t->nslots, t->chunk_bytes, t->algo_env);
+                                "tuning (%u slots of %u bytes, algorithm %d, %u thresholds: this "
+                                "build has %d)",
+                                me, r, a->nslots, a->chunk_bytes, a->algo_env, a->ntune,
+                                RC_NUM_TUNE);
     }
     return RC_OK;
 }
@@ -223,13 +223,11 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     rc_status_t st = rc_addr_check(addrs, comm->size, comm->rank, comm->token);
     if (st != RC_OK) goto out;
     /* rank 0's tuning, before any transport sizes its slots */
-    const rc_tune_t *tune = &addrs[0].tune;
-    comm->chunk_bytes = tune->chunk_bytes;
-    comm->nslots = tune->nslots;
-    comm->algo_env = tune->algo_env;
-    comm->direct_max = tune->direct_max;
-    comm->tree_max = tune->tree_max;
-    comm->stream_min = tune->stream_min;
+    comm->chunk_bytes = addrs[0].chunk_bytes;
+    comm->nslots = addrs[0].nslots;
+    comm->algo_env = addrs[0].algo_env;
+    comm->stream_min = addrs[0].stream_min;
+    comm->tune = addrs[0].tune.t;
     /* the transport of every peer (closes the unused), then connect each */
     RC_CHECK_GOTO(rc_mux_select(comm, addrs), st, out);
     for (int i = 0; i < comm->ntps; i++)

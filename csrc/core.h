@@ -114,6 +114,29 @@ struct rc_request {
     char err[600];                 /* the error text, for the waiting thread */
 };
 
+/* "auto" thresholds in bytes (tune.c): defaults < tune file < environment,
+ * rank 0's values for every rank (the transport copies them). */
+enum {
+    RC_TUNE_AR_DIRECT_MAX,   /* all-reduce: direct up to */
+    RC_TUNE_AR_BINOMIAL_MAX, /* all-reduce: binomial up to */
+    RC_TUNE_AR_TREE_MAX,     /* all-reduce: double binary tree up to */
+    RC_TUNE_AR_CMA_MIN,      /* all-reduce: cma from (0: never) */
+    RC_TUNE_BC_BINOMIAL_MAX, /* broadcast: binomial up to */
+    RC_TUNE_BC_SAG_MIN,      /* broadcast: scatter + all-gather from (0: never) */
+    RC_TUNE_RD_BINOMIAL_MAX, /* reduce: binomial up to */
+    RC_TUNE_AG_DIRECT_MAX,   /* all-gather (p blocks): direct up to */
+    RC_TUNE_AG_CMA_MIN,      /* all-gather (p blocks): cma from (0: never) */
+    RC_TUNE_RS_DIRECT_MAX,   /* reduce-scatter (p blocks): direct up to */
+    RC_TUNE_A2A_CMA_MIN,     /* all-to-all (p blocks): cma from (0: never) */
+    RC_NUM_TUNE
+};
+enum { RC_TUNE_FROM_DEFAULT, RC_TUNE_FROM_FILE, RC_TUNE_FROM_ENV };
+typedef struct {
+    uint64_t v[RC_NUM_TUNE];
+    uint8_t from[RC_NUM_TUNE];     /* RC_TUNE_FROM_* */
+    char source[240];              /* "file PATH" or "built-in defaults (...)" */
+} rc_tune_t;
+
 struct rc_transport_ops;
 struct rc_shm;
 struct rc_tcp;
@@ -129,13 +152,11 @@ struct rc_comm {
     /* Communicator-wide tuning: rank 0's environment decides, the
      * transport hands it to the others (so "auto" agrees everywhere). */
     int algo_env;                  /* RINGCOMM_ALGO as rc_algo_t (AUTO = unset) */
-    uint64_t direct_max;           /* auto: direct up to this many bytes */
-    uint64_t tree_max;             /* auto: tree up to this many bytes */
+    rc_tune_t tune;                /* auto's thresholds (tune.c) */
     uint64_t stream_min;           /* streaming stores for results from this many bytes */
     int check_nan;                 /* RINGCOMM_CHECK_NAN: refuse NaN/inf inputs */
     uint64_t cma_min;              /* p2p: single copy from this many bytes (0: never) */
     int cma_all;                   /* every rank can read every rank's memory (transport) */
-    uint64_t cma_allreduce_min;    /* auto: all-reduce by direct reads from this many bytes */
     int trace_id;                  /* RINGCOMM_TRACE track of this communicator (0: off) */
     uint32_t seq;                  /* next collective sequence number */
     int connected;
@@ -196,6 +217,8 @@ void rc_progress_shutdown(rc_comm_t *comm);
 int rc_trace_comm(rc_comm_t *comm);
 void rc_trace_op(rc_comm_t *comm, const rc_task_t *t, uint32_t seq, double t_post, double t0,
                  double t1, rc_status_t st);
+/* tune.c: "auto" thresholds at creation (defaults, tune file, environment) */
+void rc_tune_init(rc_comm_t *comm);
 /* coll.c: run one collective task on the executor. */
 /* t_post: when the task was posted (0: not queued) */
 rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post);

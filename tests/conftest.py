@@ -179,7 +179,9 @@ def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
     assert script.is_file(), f"no worker {script}"
     cmd = [mpirun, "-n", str(nprocs), sys.executable, "-m", "mpi4py", str(script),
            *map(str, args)]
-    env_extra = {"RINGCOMM_TIMEOUT": DEFAULT_RINGCOMM_TIMEOUT}
+    # no tune file (~/.cache/ringcomm/tune-<P>.conf) unless a test names one:
+    # "auto" picks by the built-in defaults, the same for everyone
+    env_extra = {"RINGCOMM_TIMEOUT": DEFAULT_RINGCOMM_TIMEOUT, "RINGCOMM_TUNE_FILE": "none"}
     env_extra.update({k: str(v) for k, v in (env or {}).items()})
     full_env = {k: v for k, v in os.environ.items() if k not in RINGCOMM_CONFIG_VARS}
     full_env.update({

@@ -59,3 +59,16 @@ def test_train_allreduce(run_mpi):
     assert "# OK" in out, out
     assert "# parameters bitwise identical on all 2 ranks: yes" in out, out
     assert "1-process full-batch reference" in out, out
+
+
+@pytest.mark.parametrize("hook", ["avg", "bf16"])
+def test_train_ddp(run_mpi, hook):
+    """DDP over the "ringcomm" backend at 2 ranks: loss halves, bitwise identical replicas, communication time reported."""
+    res = run_mpi(2, "run_example.py", "train_ddp.py", "--steps", 60, "--print-every", 20,
+                  "--hook", hook, timeout=JOB_TIMEOUT)
+    out = res.output
+    assert "# OK" in out, out
+    assert f"backend ringcomm, 2 rank(s), hook {hook}" in out, out
+    assert "# parameters bitwise identical on all 2 ranks: yes" in out, out
+    assert re.search(r"s in gradient all-reduce \([\d.]+ %", out), out
+    assert re.search(r"step +60  loss ", out), out

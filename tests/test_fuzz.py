@@ -142,21 +142,24 @@ def test_shm_header(p, nslots, chunk, algo, hdr_p, tweak):
 
 # ---- address blobs
 
-# magic, rank, size, pid, token, host, tune {chunk, nslots, algo, pad, direct_max,
-# tree_max, stream_min}, net
-ADDR = struct.Struct("<Iiii64s96sIHbxQQQ48x")
-TUNE = (131072, 4, 0, 1024, 0, 8 << 20)
+with ringcomm.init() as _one:       # one rank: how many "auto" thresholds this build has
+    NUM_TUNE = len(_one.thresholds())
+# magic, rank, size, pid, token, host, net, then rank 0's tuning: chunk, nslots,
+# algo, ntune, stream_min, the thresholds {v[NUM_TUNE], from[NUM_TUNE], source[240]}
+ADDR = struct.Struct("<Iiii64s128s48xIHbBQ752s")
+TUNE_T = struct.Struct(f"<{NUM_TUNE}Q{NUM_TUNE}B240s")
 
 
 @FAST
 @given(size=st.integers(1, 6), bad_rank=st.integers(-1, 5), field=st.sampled_from(
            ["none", "magic", "rank", "size", "token", "unterminated", "chunk", "nslots",
-            "algo"]))
+            "algo", "ntune", "origin", "source"]))
 def test_addresses(size, bad_rank, field):
     blobs = []
     for r in range(size):
         magic, rank, sz, token, host = 0x52434144, r, size, b"fuzz", b"host"
-        tune = list(TUNE)
+        chunk, nslots, algo, ntune = 131072, 4, 0, NUM_TUNE
+        origins, source = [0] * NUM_TUNE, b"built-in defaults"
         if r == bad_rank:
             if field == "magic":
                 magic ^= 1
@@ -167,14 +170,23 @@ def test_addresses(size, bad_rank, field):
             elif field == "token":
                 token = b"fuzZ"
             elif field == "unterminated":
-                token, host = b"fuzz", b"h" * 96    # no NUL: must not be read past
+                token, host = b"fuzz", b"h" * 128   # no NUL: must not be read past
+            elif field == "source":
+                source = b"s" * 240                 # no NUL either
             elif field == "chunk":                  # the tuning rank 0's address carries
-                tune[0] = 100
+                chunk = 100
             elif field == "nslots":
-                tune[1] = 1
+                nslots = 1
             elif field == "algo":
-                tune[2] = NUM_ALGOS
-        blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host, *tune))
+                algo = NUM_ALGOS
+            elif field == "ntune":
+                ntune = NUM_TUNE + 1                # another build's threshold table
+            elif field == "origin":
+                origins[-1] = 3
+        tune = TUNE_T.pack(*([1024] * NUM_TUNE), *origins, source)
+        blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host, chunk, nslots, algo, ntune,
+                               8 << 20, tune))
+    assert len(blobs[0]) == 1024
     verdict = _fuzz_check(ADDRESSES, struct.pack("<i", size) + b"".join(blobs))
-    broken = 0 <= bad_rank < size and field not in ("none", "unterminated")
+    broken = 0 <= bad_rank < size and field not in ("none", "unterminated", "source")
     assert verdict == ("RC_ERR_MISMATCH" if broken else "RC_OK"), (size, bad_rank, field)

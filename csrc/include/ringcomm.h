@@ -127,7 +127,7 @@ rc_status_t rc_scale_local(void *buf, size_t n, rc_dtype_t dt, double divisor);
  * 3. the bootstrap all-gathers the blobs (rank order).
  * 4. rc_comm_connect: with all blobs concatenated.
  * timeout_s <= 0 means the default (RINGCOMM_TIMEOUT or 300 s). */
-#define RC_ADDRESS_BYTES 256
+#define RC_ADDRESS_BYTES 1024
 rc_status_t rc_comm_create(int rank, int size, const char *token,
                            double timeout_s, rc_comm_t **out);
 rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes);
@@ -137,6 +137,13 @@ int rc_comm_rank(const rc_comm_t *comm);
 int rc_comm_size(const rc_comm_t *comm);
 /* The chunk (slot) size in bytes and slot count this communicator uses. */
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
+/* "auto" thresholds (bytes): the i-th one's name, value and origin
+ * ("default", "file" or "env"); RC_ERR_INVALID_ARG past the last.  Any
+ * pointer may be NULL.  Rank 0's values, once connected. */
+rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name, uint64_t *value,
+                              const char **origin);
+/* Where rank 0's thresholds came from: "file PATH" or "built-in defaults (...)". */
+const char *rc_comm_tune_source(const rc_comm_t *comm);
 
 /* ---- MPI ----
  * rc_have_mpi: 1 when this build has the MPI transport (an MPI compiler

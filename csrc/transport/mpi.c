@@ -784,11 +784,12 @@ static rc_status_t mpi_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     }
     MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
     MPI_Comm_set_name(s->comm, "ringcomm");
-    /* Communicator-wide tuning: rank 0's environment decides (as the shm
-     * header does); with other transports beside, they must agree. */
-    uint64_t tune[6] = {comm->chunk_bytes, comm->nslots, (uint64_t)comm->algo_env,
-                        comm->direct_max, comm->tree_max, comm->stream_min};
-    err = MPI_Bcast(tune, 6, MPI_UINT64_T, 0, s->comm);
+    /* Communicator-wide tuning: rank 0's decides.  comm_connect has already
+     * adopted rank 0's from its address blob (the "auto" thresholds too);
+     * this checks that the chunking agrees. */
+    uint64_t tune[4] = {comm->chunk_bytes, comm->nslots, (uint64_t)comm->algo_env,
+                        comm->stream_min};
+    err = MPI_Bcast(tune, 4, MPI_UINT64_T, 0, s->comm);
     if (err != MPI_SUCCESS)
         return rc_set_error(RC_ERR_IO, "rank %d: MPI_Bcast of rank 0's settings failed: %s",
                             comm->rank, mpi_strerror(err, e));
@@ -801,9 +802,7 @@ static rc_status_t mpi_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         comm->chunk_bytes = (size_t)tune[0];
         comm->nslots = (uint32_t)tune[1];
         comm->algo_env = (int)tune[2];
-        comm->direct_max = tune[3];
-        comm->tree_max = tune[4];
-        comm->stream_min = tune[5];
+        comm->stream_min = tune[3];
     } else if (tune[0] != comm->chunk_bytes || tune[1] != comm->nslots) {
         return rc_set_error(RC_ERR_MISMATCH, "rank %d: chunk %zu B x %u slots, rank 0 has "
                             "%llu B x %llu (set RINGCOMM_CHUNK_BYTES / RINGCOMM_NSLOTS alike "

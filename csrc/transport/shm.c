@@ -79,8 +79,7 @@ typedef struct {
     uint64_t chan_bytes;
     uint64_t total_bytes;
     int32_t algo_env; /* rank 0's communicator-wide tuning */
-    uint64_t direct_max;
-    uint64_t tree_max;
+    uint64_t unused0, unused1; /* were auto thresholds (kept: the layout is fuzzed) */
     uint64_t stream_min;
     _Atomic uint32_t attached;
     _Atomic int32_t abort_state; /* 0 none, 1 being written, 2 set */
@@ -88,6 +87,7 @@ typedef struct {
     int32_t abort_rank;
     char abort_msg[1024];
     _Atomic uint32_t probed; /* ranks that published their single-copy mask */
+    rc_tune_t tune;          /* rank 0's "auto" thresholds */
 } shm_hdr_t;
 _Static_assert(sizeof(shm_hdr_t) <= SHM_HDR_BYTES, "shm header");
 
@@ -650,8 +650,7 @@ static rc_status_t shm_make(rc_comm_t *comm, size_t stride, size_t chan, size_t 
     h->chan_bytes = chan;
     h->total_bytes = total;
     h->algo_env = comm->algo_env;
-    h->direct_max = comm->direct_max;
-    h->tree_max = comm->tree_max;
+    h->tune = comm->tune;
     h->stream_min = comm->stream_min;
     atomic_store_explicit((_Atomic uint64_t *)&h->magic, SHM_MAGIC, memory_order_release);
     return RC_OK;

@@ -106,8 +106,8 @@
 #define TCP_VERSION 1
 #define TCP_CHECK 0x5246u     /* "FR": every frame header */
 #define TCP_ABORT_MAX 1023
-#define TCP_MAX_PENDING 64
-#define TCP_CHUNK (512 * 1024) /* default chunk when every peer is on tcp */    /* accepted sockets whose hello is not read yet */
+#define TCP_MAX_PENDING 64    /* accepted sockets whose hello is not read yet */
+#define TCP_CHUNK (512 * 1024) /* default chunk when every peer is on tcp */
 
 enum { TCP_DATA = 1, TCP_CREDIT = 2, TCP_DESC = 3, TCP_ABORT = 4, TCP_BYE = 5 };
 
@@ -128,11 +128,12 @@ typedef struct {
     int32_t rank;
     int32_t size;
     char token[48];
-    /* the sender's communicator-wide tuning (rank 0's is used) */
+    /* the sender's communicator-wide tuning: checked (comm_connect already
+     * adopted rank 0's from its address blob, "auto" thresholds included) */
     uint64_t chunk_bytes;
     uint32_t nslots;
     int32_t algo_env;
-    uint64_t direct_max, tree_max, stream_min;
+    uint64_t unused0, unused1, stream_min; /* were "auto" thresholds (tune.c now) */
 } tcp_hello_t;
 _Static_assert(sizeof(tcp_hello_t) == 104, "hello layout (tests build it in Python)");
 
@@ -1159,8 +1160,6 @@ static void tcp_my_hello(const rc_comm_t *comm, tcp_hello_t *h) {
     h->chunk_bytes = comm->chunk_bytes;
     h->nslots = comm->nslots;
     h->algo_env = comm->algo_env;
-    h->direct_max = comm->direct_max;
-    h->tree_max = comm->tree_max;
     h->stream_min = comm->stream_min;
 }
 
@@ -1465,8 +1464,6 @@ static rc_status_t tcp_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         comm->chunk_bytes = h->chunk_bytes;
         comm->nslots = h->nslots;
         comm->algo_env = h->algo_env;
-        comm->direct_max = h->direct_max;
-        comm->tree_max = h->tree_max;
         comm->stream_min = h->stream_min;
     }
     for (int i = 0; i < t->nact; i++) {

@@ -12,17 +12,6 @@
 
 #include "../core.h"
 
-/* Communicator-wide tuning: every rank takes rank 0's (from its address),
- * so chunking and "auto" agree on every host whatever each one's
- * environment or CPU count says. */
-typedef struct {
-    uint32_t chunk_bytes;
-    uint16_t nslots;
-    int8_t algo_env;
-    uint8_t pad;
-    uint64_t direct_max, tree_max, stream_min;
-} rc_tune_t;
-
 /* The address blob every rank publishes through the bootstrap. */
 #define RC_ADDR_MAGIC 0x52434144u /* "RCAD" */
 typedef struct {
@@ -31,9 +20,20 @@ typedef struct {
     int32_t size;
     int32_t pid;
     char token[64];
-    char host[96];       /* host identity: boot id + /dev/shm device + hostname, or RINGCOMM_HOST_ID */
-    rc_tune_t tune;      /* this rank's tuning (rank 0's is used) */
+    char host[128];      /* host identity: boot id + /dev/shm device + hostname, or RINGCOMM_HOST_ID */
     unsigned char net[48]; /* a network transport's listening address (tcp.c) */
+    /* Communicator-wide tuning: every rank adopts rank 0's (comm_connect,
+     * before any transport sizes a buffer), so chunking and "auto" agree on
+     * every host whatever each one's environment or CPU count says. */
+    uint32_t chunk_bytes;
+    uint16_t nslots;
+    int8_t algo_env;
+    uint8_t ntune;       /* RC_NUM_TUNE of the sender's build */
+    uint64_t stream_min;
+    union {
+        rc_tune_t t;     /* "auto" thresholds, their origins and source (tune.c) */
+        unsigned char room[RC_ADDRESS_BYTES - 256 - 16];
+    } tune;
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
 

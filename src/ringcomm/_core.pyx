@@ -3,7 +3,8 @@
 status -> exception, every communicating call made with the GIL released.
 Argument checks run here, under the GIL, before any communication."""
 
-from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
+cimport cython
+from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
                              PyBUF_RECORDS_RO)
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.string cimport memset
@@ -94,7 +95,12 @@ def reduce_isa():
     return lib.rc_reduce_isa().decode()
 
 
+cdef object _S_SUM = "sum", _S_AUTO = "auto"
+
+
 cdef lib.rc_op_t _op(object op) except *:
+    if op is _S_SUM:  # the default, and any interned "sum": no dict lookup
+        return lib.RC_SUM
     try:
         return _OPS[op]
     except (KeyError, TypeError):
@@ -110,6 +116,8 @@ cdef dict _COLL_ALGOS = {}
 
 cdef lib.rc_algo_t _algo(object algorithm, str collective="allreduce") except *:
     """The algorithm id, if `collective` has that algorithm ("auto" always)."""
+    if algorithm is _S_AUTO:
+        return lib.RC_ALGO_AUTO
     names = _COLL_ALGOS.get(collective)
     if names is None:
         names = _COLL_ALGOS[collective] = ["auto"] + algorithms(collective)
@@ -162,6 +170,7 @@ cdef int _format_dtype(const char *fmt, Py_ssize_t itemsize, lib.rc_dtype_t *dt)
     return 0
 
 
+@cython.freelist(8)
 cdef class _Buf:
     """A borrowed view of a contiguous CPU buffer: pointer, count, dtype."""
     cdef Py_buffer view
@@ -180,10 +189,13 @@ cdef class _Buf:
 cdef _Buf _get_buf(object obj, str name, bint writable):
     global _torch
     cdef _Buf b = _Buf.__new__(_Buf)
-    cdef int flags = PyBUF_RECORDS_RO
     if obj is None:
         raise TypeError("%s: expected a numpy array, a torch CPU tensor or a buffer, got None"
                         % name)
+    # torch tensors do not export the buffer protocol: anything that does
+    # (numpy, bytearray, memoryview) skips the torch checks
+    if PyObject_CheckBuffer(obj):
+        return _get_view(b, obj, name, writable)
     if _torch is None and "torch" in sys.modules:
         _torch = sys.modules["torch"]
     if _torch is not None and isinstance(obj, _torch.Tensor):
@@ -201,8 +213,12 @@ cdef _Buf _get_buf(object obj, str name, bint writable):
         b.ptr = <void *><uintptr_t>obj.data_ptr()
         b.keep = obj
         return b
+    return _get_view(b, obj, name, writable)
+
+
+cdef _Buf _get_view(_Buf b, object obj, str name, bint writable):
     try:
-        PyObject_GetBuffer(obj, &b.view, flags)
+        PyObject_GetBuffer(obj, &b.view, PyBUF_RECORDS_RO)
     except (TypeError, BufferError) as e:
         raise TypeError("%s: expected a numpy array, a torch CPU tensor or a buffer, got %s (%s)"
                         % (name, type(obj).__name__, e)) from None
@@ -331,7 +347,9 @@ cdef class Communicator:
         return self
 
     def _address(self):
-        cdef char blob[512]
+        cdef char blob[1024]
+        if lib.RC_ADDRESS_BYTES > sizeof(blob):
+            raise RuntimeError("RC_ADDRESS_BYTES grew beyond the binding's buffer")
         memset(blob, 0, sizeof(blob))
         _check(lib.rc_comm_address(self._ptr(), blob, lib.RC_ADDRESS_BYTES))
         return blob[:lib.RC_ADDRESS_BYTES]
@@ -365,6 +383,28 @@ cdef class Communicator:
         """Bytes per pipeline chunk (shared-memory slot) on this communicator."""
         return lib.rc_comm_chunk_bytes(self._ptr())
 
+    def thresholds(self, bint origins=False):
+        """The byte thresholds "auto" selects by (rank 0's, the same on every
+        rank): {name: bytes}, or {name: (bytes, origin)} with origins=True,
+        origin one of "default", "file", "env".  See tune_source and
+        `python -m ringcomm.tune`."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef const char *name
+        cdef const char *origin
+        cdef uint64_t value
+        cdef int i = 0
+        out = {}
+        while lib.rc_comm_threshold(c, i, &name, &value, &origin) == lib.RC_OK:
+            out[name.decode()] = (value, origin.decode()) if origins else value
+            i += 1
+        return out
+
+    @property
+    def tune_source(self):
+        """Where the thresholds came from: "file PATH" or "built-in defaults (...)",
+        with ", N from the environment" when variables overrode some."""
+        return lib.rc_comm_tune_source(self._ptr()).decode()
+
     def select_algorithm(self, uint64_t count, dtype="float32", collective="allreduce"):
         """The algorithm "auto" picks for `collective` of `count` elements
         (per-rank block for the gather/scatter family)."""
@@ -378,13 +418,14 @@ cdef class Communicator:
         return lib.rc_algo_name(lib.rc_select(self._ptr(), <lib.rc_coll_t>_COLLS[collective],
                                               count, <lib.rc_dtype_t>names[dtype])).decode()
 
-    cdef object _result(self, lib.rc_request_t *req, tuple keep, object result):
-        """The call's return value: `result`, or a Request when posted."""
+    cdef inline object _result(self, lib.rc_request_t *req, object k1, object k2, object result):
+        """The call's return value: `result`, or a Request when posted (which
+        keeps the buffers k1, k2 alive until it completes)."""
         if req == NULL:
             return result
         cdef Request r = Request.__new__(Request)
         r.r = req
-        r.keep = keep
+        r.keep = (k1, k2)
         r.result = result
         r.comm = self
         return r
@@ -436,7 +477,7 @@ cdef class Communicator:
         _check_op(bi.dt, cop, op)
         with nogil:
             _check(lib.rc_allreduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, calgo, preq))
-        return self._result(req, (bi, bo), buf if out is None else out)
+        return self._result(req, bi, bo, buf if out is None else out)
 
     def broadcast(self, buf, int root=0, algorithm="auto", bint async_op=False):
         """Copy `buf` of rank `root` into `buf` of every rank."""
@@ -448,7 +489,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_broadcast(c, b.ptr, b.count, b.dt, root, calgo, preq))
-        return self._result(req, (b,), buf)
+        return self._result(req, b, None, buf)
 
     def reduce(self, buf, out=None, op="sum", int root=0, algorithm="auto",
                bint async_op=False):
@@ -470,7 +511,7 @@ cdef class Communicator:
         _check_op(bi.dt, cop, op)
         with nogil:
             _check(lib.rc_reduce(c, bi.ptr, bo.ptr, bi.count, bi.dt, cop, root, calgo, preq))
-        return self._result(req, (bi, bo), buf if out is None else out)
+        return self._result(req, bi, bo, buf if out is None else out)
 
     def allgather(self, sendbuf, recvbuf, algorithm="auto", bint async_op=False):
         """recvbuf (size x len(sendbuf) elements) receives every rank's
@@ -485,7 +526,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_allgather(c, bs.ptr, br.ptr, bs.count, bs.dt, calgo, preq))
-        return self._result(req, (bs, br), recvbuf)
+        return self._result(req, bs, br, recvbuf)
 
     def reduce_scatter(self, sendbuf, recvbuf, op="sum", algorithm="auto",
                        bint async_op=False):
@@ -502,7 +543,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_reduce_scatter(c, bs.ptr, br.ptr, br.count, br.dt, cop, calgo, preq))
-        return self._result(req, (bs, br), recvbuf)
+        return self._result(req, bs, br, recvbuf)
 
     def alltoall(self, sendbuf, recvbuf, algorithm="auto", bint async_op=False):
         """Block j of sendbuf goes to rank j; block i of recvbuf comes from
@@ -521,7 +562,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_alltoall(c, bs.ptr, br.ptr, blk, bs.dt, calgo, preq))
-        return self._result(req, (bs, br), recvbuf)
+        return self._result(req, bs, br, recvbuf)
 
     def gather(self, sendbuf, recvbuf=None, int root=0, algorithm="auto", bint async_op=False):
         """recvbuf (size x len(sendbuf) elements, on `root` only) receives
@@ -543,7 +584,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_gather(c, bs.ptr, rp, bs.count, bs.dt, root, calgo, preq))
-        return self._result(req, (bs, br), recvbuf)
+        return self._result(req, bs, br, recvbuf)
 
     def scatter(self, sendbuf, recvbuf, int root=0, algorithm="auto", bint async_op=False):
         """Block i of sendbuf (size x len(recvbuf) elements, on `root` only)
@@ -565,7 +606,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_scatter(c, sp, br.ptr, br.count, br.dt, root, calgo, preq))
-        return self._result(req, (bs, br), recvbuf)
+        return self._result(req, bs, br, recvbuf)
 
     def barrier(self, bint async_op=False):
         """Return once every rank has entered the barrier."""
@@ -574,7 +615,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = &req if async_op else NULL
         with nogil:
             _check(lib.rc_barrier(c, preq))
-        return self._result(req, (), None)
+        return self._result(req, None, None, None)
 
     cdef int _peer(self, int peer, str name, bint any_ok) except -1:
         if (peer < 0 or peer >= self.size) and not (any_ok and peer == lib.RC_ANY_SOURCE):
@@ -598,7 +639,7 @@ cdef class Communicator:
         cdef lib.rc_request_t **preq = NULL if _blocking else &req
         with nogil:
             _check(lib.rc_send(c, b.ptr, b.count, b.dt, dest, tag, preq))
-        return self._result(req, (b,), None)
+        return self._result(req, b, None, None)
 
     def recv(self, buf, int source, int tag=0, *, _reserved=False):
         """Receive a message from `source` (or ANY_SOURCE) with `tag` into
@@ -621,7 +662,7 @@ cdef class Communicator:
         cdef lib.rc_request_t *req = NULL
         with nogil:
             _check(lib.rc_recv(c, b.ptr, b.count, b.dt, source, tag, NULL, &req))
-        cdef Request r = self._result(req, (b,), buf)
+        cdef Request r = self._result(req, b, None, buf)
         r.is_recv = True
         return r
 

@@ -69,12 +69,19 @@ def from_mpi(mpi_comm, timeout=None):
 _store_comms = 0
 
 
-def from_store(store, rank, size, timeout=None, prefix="ringcomm"):
-    """A communicator bootstrapped through a torch.distributed Store."""
+def from_store(store, rank, size, timeout=None, prefix="ringcomm", *, key=None):
+    """A communicator bootstrapped through a torch.distributed Store.
+
+    The keys live under `prefix` plus a per-process counter, so one store can
+    bootstrap several communicators when every rank creates them in the same
+    order.  `key` replaces both when the store is already private to this
+    communicator's ranks (torch's PrefixStore per process group): ranks that
+    took part in different groups before then still agree on the keys."""
     global _store_comms
     _core._check_timeout(timeout)
-    _store_comms += 1
-    key = "%s/%d" % (prefix, _store_comms)
+    if key is None:
+        _store_comms += 1
+        key = "%s/%d" % (prefix, _store_comms)
     if rank == 0:
         store.set(key + "/token", secrets.token_hex(12))
     token = store.get(key + "/token").decode()

@@ -102,6 +102,9 @@ cdef extern from "ringcomm.h" nogil:
     size_t rc_comm_chunk_bytes(const rc_comm_t *comm)
     int rc_have_mpi()
     rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle)
+    rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name,
+                                  uint64_t *value, const char **origin)
+    const char *rc_comm_tune_source(const rc_comm_t *comm)
 
     rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
                              uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,
