@@ -123,6 +123,7 @@ struct rc_mpi {
     _Atomic int inflight;
     _Atomic int finalizing;
     int released;           /* MPI objects released (close or the finalize callback) */
+    int reqs_valid;         /* the request arrays are initialized */
     int leak;               /* a request never completed: its buffers must stay */
 };
 
@@ -706,10 +707,12 @@ static void mpi_release(rc_comm_t *comm) {
     if (finalized) return;
     size_t n = (size_t)RC_NLANES * (size_t)s->p * s->nslots;
     double grace = comm->broken ? 0.1 : 2.0;
-    if (s->sreq && !mpi_drain(s->sreq, n, grace, 0)) s->leak = 1;
-    if (s->rreq && !mpi_drain(s->rreq, n, 0.5, 1)) s->leak = 1;
-    if (s->ctl_sreq && !mpi_drain(s->ctl_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
-    if (s->state_sreq && !mpi_drain(s->state_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+    if (s->reqs_valid) { /* else connect failed before the arrays held requests */
+        if (!mpi_drain(s->sreq, n, grace, 0)) s->leak = 1;
+        if (!mpi_drain(s->rreq, n, 0.5, 1)) s->leak = 1;
+        if (!mpi_drain(s->ctl_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+        if (!mpi_drain(s->state_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+    }
     if (!mpi_drain(&s->ctl_rreq, 1, 0.5, 1)) s->leak = 1;
     /* A failed communicator keeps its duplicate: messages of the failed
      * call may still arrive, and must not land in a reused context. */
@@ -856,13 +859,16 @@ static rc_status_t mpi_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         s->rbytes[i] = -1;
     }
     int npeers = 0;
+    s->reqs_valid = 1;
     for (int q = 0; q < p; q++) {
         s->ctl_sreq[q] = s->state_sreq[q] = MPI_REQUEST_NULL;
         /* this rank too: p2p.c sends to itself through the transport */
         s->used[q] = rc_peer_is(comm, q, &rc_transport_mpi);
         npeers += s->used[q];
     }
-    /* slot memory only for the peers MPI serves (the others' stay NULL) */
+    /* one slot array for every (lane, peer): the pages of peers MPI does not
+     * serve (shared memory does, or this rank) are never touched, so they
+     * cost address space only */
     size_t per = (size_t)s->nslots * s->stride;
     s->sbuf = mpi_alloc(nreq * s->stride);
     s->rbuf = mpi_alloc(nreq * s->stride);
