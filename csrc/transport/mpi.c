@@ -46,10 +46,10 @@
  * so the transport requires MPI_THREAD_MULTIPLE (mpi4py's default) and
  * refuses to connect otherwise.
  *
- * Lifecycle: close (and an MPI_Finalize that comes first: an attribute on
- * MPI_COMM_SELF whose delete callback MPI_Finalize runs) completes or
- * cancels every request and frees the duplicate; after MPI_Finalize nothing
- * calls MPI (MPI_Finalized), a communicator closed then just frees memory.
+ * Lifecycle: close completes or cancels every request and frees the
+ * duplicate.  An MPI_Finalize that comes first runs the delete callback of
+ * an attribute on MPI_COMM_SELF: from then on no ringcomm call enters MPI
+ * (calls fail naming MPI_Finalize), and close() only frees memory.
  * Liveness: MPI has none to offer (the launcher usually kills the job when a
  * rank dies); a peer that never answers gives RC_ERR_TIMEOUT naming it.
  */
@@ -85,6 +85,12 @@ typedef struct {
 #define CTL_MAGIC 0x4c544352 /* "RCTL" */
 #define CTL_HEAD offsetof(mpi_ctl_t, msg)
 
+typedef struct {
+    uint32_t iter;   /* steps so far */
+    uint32_t sleeps; /* sleeps so far */
+    double t0;       /* when the spinning ended (0: not yet) */
+} mpi_backoff_t;
+
 struct rc_mpi {
     MPI_Comm comm;          /* the duplicate (MPI_COMM_NULL: none) */
     int keyval;             /* attribute on MPI_COMM_SELF (MPI_KEYVAL_INVALID: none) */
@@ -110,12 +116,14 @@ struct rc_mpi {
     int aborted;            /* abort sent (or received): send none again */
     /* events for the p2p engine */
     _Atomic uint32_t events;
-    uint32_t idle;          /* backoff step of consecutive idle waits */
+    mpi_backoff_t idle;     /* back-off of consecutive idle event waits */
     uint32_t spin, yields;
+    double yield_s;
     /* guard against MPI_Finalize from another thread (see mpi_enter) */
     _Atomic int inflight;
     _Atomic int finalizing;
     int released;           /* MPI objects released (close or the finalize callback) */
+    int reqs_valid;         /* the request arrays are initialized */
     int leak;               /* a request never completed: its buffers must stay */
 };
 
@@ -295,23 +303,34 @@ static void mpi_abort(rc_comm_t *comm, rc_status_t st, const char *msg) {
 
 typedef struct {
     uint32_t iter;
+    mpi_backoff_t b;
     double t0, next_check;
     int warned;
     int stated; /* this rank's state went to the awaited peer */
 } mpi_wait_t;
 
-/* Sleep step `k` of a back-off: spin, then yield, then 1 us growing to 1 ms. */
-static void mpi_backoff(const struct rc_mpi *s, uint32_t k) {
+/* One step of a back-off: spin (`spin` steps), then sched_yield (at least
+ * `yields` steps and for `yield_s` seconds), then nanosleep from 1 us
+ * doubling to 1 ms.  MPI moves a large message only while both sides call
+ * into it (a rendezvous, a pipelined copy through a bounce buffer), so a
+ * wait keeps polling at yield speed for a while before it sleeps: sleeping
+ * at once made a 16 MiB all-reduce 20x slower. */
+static void mpi_backoff(const struct rc_mpi *s, mpi_backoff_t *b) {
+    uint32_t k = b->iter < UINT32_MAX ? b->iter++ : b->iter;
     if (k < s->spin) {
         for (int i = 0; i < 16; i++) cpu_relax();
-    } else if (k < s->spin + s->yields) {
-        sched_yield();
-    } else {
-        uint32_t e = k - s->spin - s->yields;
-        long ns = e >= 10 ? 1000000L : 1000L << e;
-        struct timespec ts = {0, ns};
-        nanosleep(&ts, NULL);
+        return;
     }
+    double now = rc_now();
+    if (b->t0 == 0) b->t0 = now;
+    if (k < s->spin + s->yields || now - b->t0 < s->yield_s) {
+        sched_yield();
+        return;
+    }
+    long ns = b->sleeps >= 10 ? 1000000L : 1000L << b->sleeps;
+    b->sleeps++;
+    struct timespec ts = {0, ns};
+    nanosleep(&ts, NULL);
 }
 
 /* What this rank knows of `peer`'s progress: the newest collective of its
@@ -366,7 +385,8 @@ mpi_timeout(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w, double n
 static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w) {
     struct rc_mpi *s = comm->mpi;
     if (w->iter == 0) w->t0 = w->next_check = rc_now();
-    mpi_backoff(s, w->iter++);
+    w->iter++;
+    mpi_backoff(s, &w->b);
     if (RC_UNLIKELY(atomic_load_explicit(&s->finalizing, memory_order_relaxed)))
         return mpi_finalized_error(comm);
     if (RC_UNLIKELY(atomic_load_explicit(&comm->stop, memory_order_relaxed)))
@@ -599,18 +619,18 @@ static void mpi_wait_events(rc_comm_t *comm, uint32_t seen, double max_s) {
     double end = rc_now() + max_s;
     for (;;) {
         if (atomic_load_explicit(&s->events, memory_order_acquire) != seen) {
-            s->idle = 0;
+            memset(&s->idle, 0, sizeof s->idle);
             break;
         }
         int moved = mpi_poll_p2p(comm);
         if (moved || (s->ctl_rreq != MPI_REQUEST_NULL && mpi_check_ctl(comm) != RC_OK)) {
             atomic_fetch_add_explicit(&s->events, moved ? (uint32_t)moved : 1u,
                                       memory_order_release);
-            s->idle = 0;
+            memset(&s->idle, 0, sizeof s->idle);
             break;
         }
         if (comm->broken || rc_now() >= end) break;
-        mpi_backoff(s, s->idle < 1000000 ? s->idle++ : s->idle);
+        mpi_backoff(s, &s->idle);
     }
     mpi_leave(s);
 }
@@ -647,6 +667,8 @@ static rc_status_t mpi_create(rc_comm_t *comm) {
     int over = comm->oversubscribed;
     s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
     s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 20 : 200);
+    /* then yield-polling for this long before sleeping (see mpi_backoff) */
+    s->yield_s = (double)rc_env_ll("RINGCOMM_MPI_YIELD_US", 5000) * 1e-6;
     return RC_OK;
 }
 
@@ -692,10 +714,12 @@ static void mpi_release(rc_comm_t *comm) {
     if (finalized) return;
     size_t n = (size_t)RC_NLANES * (size_t)s->p * s->nslots;
     double grace = comm->broken ? 0.1 : 2.0;
-    if (s->sreq && !mpi_drain(s->sreq, n, grace, 0)) s->leak = 1;
-    if (s->rreq && !mpi_drain(s->rreq, n, 0.5, 1)) s->leak = 1;
-    if (s->ctl_sreq && !mpi_drain(s->ctl_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
-    if (s->state_sreq && !mpi_drain(s->state_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+    if (s->reqs_valid) { /* else connect failed before the arrays held requests */
+        if (!mpi_drain(s->sreq, n, grace, 0)) s->leak = 1;
+        if (!mpi_drain(s->rreq, n, 0.5, 1)) s->leak = 1;
+        if (!mpi_drain(s->ctl_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+        if (!mpi_drain(s->state_sreq, (size_t)s->p, 0.1, 0)) s->leak = 1;
+    }
     if (!mpi_drain(&s->ctl_rreq, 1, 0.5, 1)) s->leak = 1;
     /* A failed communicator keeps its duplicate: messages of the failed
      * call may still arrive, and must not land in a reused context. */
@@ -709,8 +733,14 @@ static void mpi_release(rc_comm_t *comm) {
                "their buffers are kept", comm->rank);
 }
 
-/* MPI_Finalize deletes MPI_COMM_SELF's attributes first: release ours
- * while MPI still works, once no operation is inside MPI. */
+/* MPI_Finalize deletes MPI_COMM_SELF's attributes first (and close
+ * deletes ours, after releasing everything): from here on no ringcomm call
+ * enters MPI; wait until none is inside.  The requests are left to
+ * MPI_Finalize: cancelling receives from inside it crashed MPICH over UCX
+ * (a mutex still held when Finalize destroys it), and MPI tears them down
+ * anyway (UCX may warn that requests were not returned).  Python closes
+ * ringcomm's MPI communicators before mpi4py finalizes (bootstrap.py), so
+ * this is the path of an explicit MPI_Finalize before close() only. */
 static int mpi_finalize_cb(MPI_Comm self, int keyval, void *attr, void *extra) {
     (void)self;
     (void)keyval;
@@ -722,7 +752,7 @@ static int mpi_finalize_cb(MPI_Comm self, int keyval, void *attr, void *extra) {
         struct timespec ts = {0, 100000};
         nanosleep(&ts, NULL);
     }
-    mpi_release(comm);
+    s->released = 1;
     return MPI_SUCCESS;
 }
 
@@ -835,13 +865,16 @@ static rc_status_t mpi_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
         s->rbytes[i] = -1;
     }
     int npeers = 0;
+    s->reqs_valid = 1;
     for (int q = 0; q < p; q++) {
         s->ctl_sreq[q] = s->state_sreq[q] = MPI_REQUEST_NULL;
         /* this rank too: p2p.c sends to itself through the transport */
         s->used[q] = rc_peer_is(comm, q, &rc_transport_mpi);
         npeers += s->used[q];
     }
-    /* slot memory only for the peers MPI serves (the others' stay NULL) */
+    /* one slot array for every (lane, peer): the pages of peers MPI does not
+     * serve (shared memory does, or this rank) are never touched, so they
+     * cost address space only */
     size_t per = (size_t)s->nslots * s->stride;
     s->sbuf = mpi_alloc(nreq * s->stride);
     s->rbuf = mpi_alloc(nreq * s->stride);

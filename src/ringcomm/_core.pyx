@@ -320,6 +320,7 @@ cdef class Communicator:
     cdef object _closed_reason
     cdef public object _timeout
     cdef public int _nsplit
+    cdef object __weakref__      # bootstrap.py closes MPI-backed ones before MPI_Finalize
 
     def __cinit__(self):
         self.c = NULL

@@ -57,13 +57,34 @@ def _describe(rank, exc):
     return (status, "rank %d: %s" % (rank, exc))
 
 
+_mpi_comms = None  # weakref.WeakSet of the communicators handed an MPI communicator
+
+
+def _close_mpi_comms():
+    """At exit, before mpi4py finalizes MPI: close the communicators that may
+    hold MPI requests (MPI_Finalize with them open works, but MPI may warn)."""
+    for comm in list(_mpi_comms or ()):
+        comm.close()
+
+
 def from_mpi(mpi_comm, timeout=None):
-    """A ringcomm communicator over the ranks of an mpi4py communicator."""
+    """A ringcomm communicator over the ranks of an mpi4py communicator (the
+    MPI transport, when built, talks on a duplicate of it)."""
+    global _mpi_comms
     _core._check_timeout(timeout)
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     token = mpi_comm.bcast(secrets.token_hex(12) if rank == 0 else None, root=0)
-    return _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather,
+    comm = _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather,
                     mpi_comm=mpi_comm)
+    if _core.HAVE_MPI:
+        if _mpi_comms is None:
+            import atexit
+            import weakref
+            _mpi_comms = weakref.WeakSet()
+            # registered after mpi4py.MPI was imported: runs before its finalizer
+            atexit.register(_close_mpi_comms)
+        _mpi_comms.add(comm)
+    return comm
 
 
 _store_comms = 0
