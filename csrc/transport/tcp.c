@@ -161,6 +161,7 @@ typedef struct {
     int bye;             /* the peer said BYE */
     int lost;            /* EOF or an error (why in `why`) */
     int err;             /* errno of the loss (0: EOF) */
+    int wdead;           /* writing failed (errno): the peer closed; still read what it sent */
     int32_t pid;
     char host[64];       /* "ip:port" of its listener, for messages */
     tcp_hello_t hello;   /* what it said at connect */
@@ -553,7 +554,7 @@ static int tcp_lane_sendable(const tcp_queue_t *q, uint32_t nslots) {
 
 /* Something to write to p (a partial frame, credits, DESC, data, BYE)? */
 static int tcp_want_write(const rc_comm_t *comm, const tcp_peer_t *p) {
-    if (p->fd < 0) return 0;
+    if (p->fd < 0 || p->wdead) return 0;
     if (p->wlen || p->desc_dirty) return 1;
     for (int l = 0; l < RC_NLANES; l++)
         if (p->cred_sent[l] != p->rx[l].done || tcp_lane_sendable(&p->tx[l], comm->nslots)) return 1;
@@ -609,7 +610,7 @@ static int tcp_next_frame(rc_comm_t *comm, tcp_peer_t *p) {
 /* Write what can be written without blocking. */
 static void tcp_write(rc_comm_t *comm, tcp_peer_t *p, int *moved) {
     struct rc_tcp *t = comm->tcp;
-    while (p->fd >= 0) {
+    while (p->fd >= 0 && !p->wdead) {
         if (!p->wlen && !tcp_next_frame(comm, p)) return;
         struct iovec iov[2];
         int n = 0;
@@ -627,7 +628,15 @@ static void tcp_write(rc_comm_t *comm, tcp_peer_t *p, int *moved) {
         ssize_t w = sendmsg(p->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (w < 0) {
             if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) tcp_lost(t, p, errno);
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                /* The peer closed its end (EPIPE/ECONNRESET), but what it
+                 * sent before - the rest of a message, its BYE - may still
+                 * wait in our receive buffer: stop writing, keep reading;
+                 * the read side reports the loss at EOF (an error only
+                 * without a BYE, or for a rank waiting on this peer). */
+                p->wdead = errno;
+                p->wlen = 0;
+            }
             return;
         }
         p->woff += (size_t)w;
