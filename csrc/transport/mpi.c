@@ -251,7 +251,7 @@ static rc_status_t mpi_check_ctl(rc_comm_t *comm) {
             st = RC_ERR_IO;
         }
         comm->broken = st;
-        return rc_set_error(st, "%s", comm->broken_msg);
+        return rc_mux_relay_abort(comm, &rc_transport_mpi);
     }
 }
 

@@ -701,7 +701,7 @@ static rc_status_t tcp_check_abort(rc_comm_t *comm) {
     snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", t->abort_rank,
              t->abort_msg);
     comm->broken = t->abort_st;
-    return rc_set_error(t->abort_st, "%s", comm->broken_msg);
+    return rc_mux_relay_abort(comm, &rc_transport_tcp);
 }
 
 /* Abort record, then lost connections: any peer lost without a BYE, or

@@ -122,6 +122,11 @@ rc_status_t rc_mux_select(rc_comm_t *comm, const rc_addr_t *addrs);
  * rank of this host, a network peer lost) and queued network sends move. */
 rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self,
                                  const char *doing);
+/* A failure reported by a peer over `self` (comm->broken set from its abort
+ * message): record it in the other transports too, so that this host's
+ * ranks learn the cause from shared memory instead of only seeing this rank
+ * exit.  Returns comm->broken with the error text set. */
+rc_status_t rc_mux_relay_abort(rc_comm_t *comm, const rc_transport_ops_t *self);
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
