@@ -43,21 +43,25 @@ typedef struct {
     uint64_t def_over; /* built-in default, more ranks than CPUs */
 } rc_tune_key_t;
 
-/* The defaults: python -m ringcomm.tune on the 2-vCPU AMD EPYC VM, 2026-11-27
- * (load average 8-12 from other sessions: noisy, see docs/design.md), a core
- * per rank = its full 2-rank run, more ranks than CPUs = its full 4-rank run
+/* The defaults.  A core per rank: the earlier hand-measured values (direct
+ * all-reduce to 1 KiB, then ring; no cma), because the tune run of
+ * 2026-11-27 at 2 ranks was taken at load average 8-12 and its thresholds
+ * (direct to 140 KB, tree to 280 KB, cma beyond) made auto 1.3-2x slower
+ * than ring at 4 KiB-16 MiB when checked at load 3 (make demo's bench).
+ * More ranks than CPUs: python -m ringcomm.tune on the 2-vCPU AMD EPYC VM,
+ * 2026-11-27 (noisy, see docs/design.md): its full 4-rank run
  * except all-reduce's four, from a 4-rank all-reduce run with a cleaner
  * calibration (the full run's small direct calls had measured 1.7x slower).  The old hand-set values were direct_max 1 KiB /
  * 64 KiB, tree_max 0 / 256 KiB, cma never, broadcast and reduce binomial up
  * to one chunk, all-gather and reduce-scatter direct as all-reduce's. */
 static const rc_tune_key_t keys[RC_NUM_TUNE] = {
-    [RC_TUNE_AR_DIRECT_MAX] = {"allreduce_direct_max", "RINGCOMM_DIRECT_MAX", 142931, 42488},
+    [RC_TUNE_AR_DIRECT_MAX] = {"allreduce_direct_max", "RINGCOMM_DIRECT_MAX", 1024, 42488},
     [RC_TUNE_AR_BINOMIAL_MAX] = {"allreduce_binomial_max", "RINGCOMM_ALLREDUCE_BINOMIAL_MAX", 0,
                                  0},
-    [RC_TUNE_AR_TREE_MAX] = {"allreduce_tree_max", "RINGCOMM_TREE_MAX", 285866, 240384},
-    [RC_TUNE_AR_CMA_MIN] = {"allreduce_cma_min", "RINGCOMM_CMA_ALLREDUCE_MIN", 285867, 15384768},
+    [RC_TUNE_AR_TREE_MAX] = {"allreduce_tree_max", "RINGCOMM_TREE_MAX", 0, 240384},
+    [RC_TUNE_AR_CMA_MIN] = {"allreduce_cma_min", "RINGCOMM_CMA_ALLREDUCE_MIN", 0, 15384768},
     [RC_TUNE_BC_BINOMIAL_MAX] = {"broadcast_binomial_max", "RINGCOMM_BROADCAST_BINOMIAL_MAX",
-                                 42488, 2719657},
+                                 131072, 2719657},
     [RC_TUNE_BC_SAG_MIN] = {"broadcast_scatter_allgather_min",
                             "RINGCOMM_BROADCAST_SCATTER_ALLGATHER_MIN", 0, 0},
     /* derived: binomial always (1 GiB) at 2 and 4 ranks; kept at the old one
@@ -65,12 +69,12 @@ static const rc_tune_key_t keys[RC_NUM_TUNE] = {
      * normally: tests/mpi/mismatch.py reduce_root at 4 ranks, 800 KB) */
     [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 131072,
                                  524288},
-    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 285866,
+    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 1024,
                                101060},
-    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 1143478, 9147842},
+    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 0, 9147842},
     [RC_TUNE_RS_DIRECT_MAX] = {"reduce_scatter_direct_max", "RINGCOMM_REDUCE_SCATTER_DIRECT_MAX",
                                0, 0},
-    [RC_TUNE_A2A_CMA_MIN] = {"alltoall_cma_min", "RINGCOMM_ALLTOALL_CMA_MIN", 4573921, 9147842},
+    [RC_TUNE_A2A_CMA_MIN] = {"alltoall_cma_min", "RINGCOMM_ALLTOALL_CMA_MIN", 0, 9147842},
 };
 
 static const char *const origin_names[] = {"default", "file", "env"};
