@@ -42,6 +42,43 @@ static void host_identity(char *buf, size_t len) {
     snprintf(buf, len, "%s/%llx/%s", boot, dev, host);
 }
 
+/* The kernel this process runs on (the boot id: containers and
+ * RINGCOMM_HOST_ID's simulated hosts on one machine share its CPUs). */
+static void machine_identity(char *buf, size_t len) {
+    buf[0] = 0;
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(buf, (int)len, f)) buf[0] = 0;
+        fclose(f);
+        buf[strcspn(buf, "\n")] = 0;
+    }
+    if (!buf[0] && gethostname(buf, len - 1) != 0) snprintf(buf, len, "unknown");
+    buf[len - 1] = 0;
+}
+
+/* More ranks than CPUs on some machine: the ranks of one kernel against
+ * the CPUs in the union of their affinity masks.  Every rank computes it
+ * from the same blobs, so all agree. */
+static int machines_oversubscribed(const rc_addr_t *addrs, int size) {
+    char *done = calloc((size_t)size, 1);
+    int over = 0;
+    for (int r = 0; r < size && !over; r++) {
+        if (done && done[r]) continue;
+        unsigned char mask[sizeof addrs[0].cpus] = {0};
+        int nranks = 0, ncpu = 0;
+        for (int q = r; q < size; q++) {
+            if (strncmp(addrs[q].machine, addrs[r].machine, sizeof addrs[r].machine) != 0) continue;
+            if (done) done[q] = 1;
+            nranks++;
+            for (size_t i = 0; i < sizeof mask; i++) mask[i] |= addrs[q].cpus[i];
+        }
+        for (size_t i = 0; i < sizeof mask; i++) ncpu += __builtin_popcount(mask[i]);
+        over = nranks > (ncpu ? ncpu : 1);
+    }
+    free(done);
+    return over;
+}
+
 /* The transport table, in order of preference (NULL-terminated). */
 const rc_transport_ops_t *const rc_transports[] = {
     &rc_transport_shm,
@@ -94,11 +131,14 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     c->timeout_s = timeout_s > 0 ? timeout_s : rc_env_double("RINGCOMM_TIMEOUT", RC_DEFAULT_TIMEOUT);
     if (c->timeout_s <= 0) c->timeout_s = RC_DEFAULT_TIMEOUT;
     /* More ranks than CPUs: every pipeline hop costs a context switch, so
-     * use bigger chunks (fewer hops) and fewer-hop algorithms for small calls. */
+     * use bigger chunks (fewer hops) and fewer-hop algorithms for small calls.
+     * A first guess from our own mask; comm_connect decides from every
+     * rank's (a rank bound to one core is not oversubscribed). */
     cpu_set_t cpus;
     int ncpu = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
     int over = c->oversubscribed = size > ncpu;
     long long chunk = rc_env_ll("RINGCOMM_CHUNK_BYTES", over ? RC_DEFAULT_CHUNK_OVER : RC_DEFAULT_CHUNK);
+    c->chunk_given = getenv("RINGCOMM_CHUNK_BYTES") && *getenv("RINGCOMM_CHUNK_BYTES");
     long long nslots = rc_env_ll("RINGCOMM_NSLOTS", RC_DEFAULT_NSLOTS);
     if (chunk < 64) chunk = 64;
     if (chunk > (1LL << 30)) chunk = 1LL << 30;
@@ -170,6 +210,13 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     a.algo_env = (int8_t)comm->algo_env;
     a.ntune = RC_NUM_TUNE;
     a.stream_min = comm->stream_min;
+    a.chunk_given = (uint8_t)comm->chunk_given;
+    machine_identity(a.machine, sizeof a.machine);
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) CPU_SET(0, &cpus);
+    for (int i = 0; i < (int)sizeof a.cpus * 8 && i < CPU_SETSIZE; i++)
+        if (CPU_ISSET(i, &cpus)) a.cpus[i / 8] |= (unsigned char)(1u << (i % 8));
     a.tune.t = comm->tune;
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
@@ -185,6 +232,7 @@ rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token)
         rc_addr_t *a = &addrs[r];
         a->token[sizeof a->token - 1] = 0;
         a->host[sizeof a->host - 1] = 0;
+        a->machine[sizeof a->machine - 1] = 0;
         if (a->magic != RC_ADDR_MAGIC || a->rank != r || a->size != size ||
             strncmp(a->token, token, sizeof a->token) != 0)
             return rc_set_error(RC_ERR_MISMATCH,
@@ -222,12 +270,15 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     memcpy(addrs, blobs, blob_bytes);
     rc_status_t st = rc_addr_check(addrs, comm->size, comm->rank, comm->token);
     if (st != RC_OK) goto out;
-    /* rank 0's tuning, before any transport sizes its slots */
-    comm->chunk_bytes = addrs[0].chunk_bytes;
+    /* rank 0's tuning, before any transport sizes its slots; what it took
+     * from the defaults follows the machines' CPUs, known only now */
+    comm->oversubscribed = machines_oversubscribed(addrs, comm->size);
+    comm->chunk_bytes = addrs[0].chunk_given ? addrs[0].chunk_bytes
+                        : comm->oversubscribed ? RC_DEFAULT_CHUNK_OVER : RC_DEFAULT_CHUNK;
     comm->nslots = addrs[0].nslots;
     comm->algo_env = addrs[0].algo_env;
     comm->stream_min = addrs[0].stream_min;
-    comm->tune = addrs[0].tune.t;
+    rc_tune_adopt(comm, &addrs[0].tune.t);
     /* the transport of every peer (closes the unused), then connect each */
     RC_CHECK_GOTO(rc_mux_select(comm, addrs), st, out);
     for (int i = 0; i < comm->ntps; i++)

@@ -148,7 +148,9 @@ struct rc_comm {
     double timeout_s;
     size_t chunk_bytes;            /* payload bytes per slot (a pipeline chunk) */
     uint32_t nslots;               /* slots per connection */
-    int oversubscribed;            /* more ranks than CPUs this process may run on */
+    int oversubscribed;            /* some machine runs more of our ranks than the CPUs they may
+                                    * use (comm_connect; at create: our size against our mask) */
+    int chunk_given;               /* chunk_bytes set by RINGCOMM_CHUNK_BYTES or a transport */
     /* Communicator-wide tuning: rank 0's environment decides, the
      * transport hands it to the others (so "auto" agrees everywhere). */
     int algo_env;                  /* RINGCOMM_ALGO as rc_algo_t (AUTO = unset) */
@@ -219,6 +221,9 @@ void rc_trace_op(rc_comm_t *comm, const rc_task_t *t, uint32_t seq, double t_pos
                  double t1, rc_status_t st);
 /* tune.c: "auto" thresholds at creation (defaults, tune file, environment) */
 void rc_tune_init(rc_comm_t *comm);
+/* Adopt rank 0's thresholds; those it took from the built-in defaults are
+ * re-derived for comm->oversubscribed as decided at connect. */
+void rc_tune_adopt(rc_comm_t *comm, const rc_tune_t *rank0);
 /* coll.c: run one collective task on the executor. */
 /* t_post: when the task was posted (0: not queued) */
 rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post);

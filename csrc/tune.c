@@ -243,12 +243,10 @@ void rc_tune_init(rc_comm_t *c) {
     /* only rank 0's choice is used: the others need not read or log */
     int log = c->rank == 0;
     char path[512], why[300];
-    int nfile = 0;
     if (c->rank == 0 && tune_path(c->size, path, sizeof path)) {
         int explicit = getenv("RINGCOMM_TUNE_FILE") && *getenv("RINGCOMM_TUNE_FILE");
         int r = tune_read(path, c->size, c->chunk_bytes, t, why, sizeof why);
         if (r > 0) {
-            for (int i = 0; i < RC_NUM_TUNE; i++) nfile += t->from[i] == RC_TUNE_FROM_FILE;
             snprintf(t->source, sizeof t->source, "file %.220s", path);
         } else {
             snprintf(t->source, sizeof t->source, "built-in defaults (%s)",
@@ -278,16 +276,36 @@ void rc_tune_init(rc_comm_t *c) {
         size_t n = strlen(t->source);
         snprintf(t->source + n, sizeof t->source - n, ", %d from the environment", nenv);
     }
-    if (log && rc_debug_level() >= RC_INFO) {
+}
+
+void rc_tune_adopt(rc_comm_t *c, const rc_tune_t *rank0) {
+    rc_tune_t *t = &c->tune;
+    *t = *rank0;
+    int over = c->oversubscribed;
+    for (int i = 0; i < RC_NUM_TUNE; i++)
+        if (t->from[i] == RC_TUNE_FROM_DEFAULT) t->v[i] = over ? keys[i].def_over : keys[i].def_core;
+    /* "built-in defaults (a core per rank), 2 from the environment": the
+     * parenthesis follows the decision made now */
+    static const char pre[] = "built-in defaults (";
+    if (strncmp(t->source, pre, sizeof pre - 1) == 0) {
+        const char *rest = strchr(t->source, ')');
+        char tail[sizeof t->source];
+        snprintf(tail, sizeof tail, "%s", rest ? rest + 1 : "");
+        snprintf(t->source, sizeof t->source, "%s%s)%.160s", pre,
+                 over ? "more ranks than CPUs" : "a core per rank", tail);
+    }
+    if (c->rank == 0 && rc_debug_level() >= RC_INFO) {
         char list[800] = "";
+        int file = !strncmp(t->source, "file", 4);
         for (int i = 0; i < RC_NUM_TUNE; i++) {
             size_t n = strlen(list);
             snprintf(list + n, sizeof list - n, "%s%s=%llu%s", i ? " " : "", keys[i].key,
                      (unsigned long long)t->v[i],
-                     t->from[i] == RC_TUNE_FROM_ENV ? "(env)" : "");
+                     t->from[i] == RC_TUNE_FROM_ENV                ? "(env)"
+                     : t->from[i] == RC_TUNE_FROM_DEFAULT && file ? "(default)"
+                                                                   : "");
         }
-        rc_log(RC_INFO, "auto thresholds from %s%s: %s", t->source,
-               nfile && nfile < RC_NUM_TUNE ? " (keys it lacks: defaults)" : "", list);
+        rc_log(RC_INFO, "auto thresholds from %s: %s", t->source, list);
     }
 }
 

@@ -87,8 +87,11 @@ def test_file_is_read(run_mpi, tmp_path):
                        [51, "reduce_scatter", "ring"], [1000, "alltoall", "pairwise"]]}
     res = read(run_mpi, path, want)
     # two keys are not in the file: they keep their defaults, and the log says so
-    assert f"auto thresholds from file {path} (keys it lacks: defaults): " \
+    assert f"auto thresholds from file {path}: " \
            "allreduce_direct_max=0 allreduce_binomial_max=4096" in res.output, res.output
+    assert "broadcast_scatter_allgather_min=0(default)" in res.output, res.output
+    assert "allgather_cma_min=0(default)" in res.output, res.output
+    assert "allreduce_direct_max=0(default)" not in res.output, res.output
     assert "WARN" not in res.output, res.output
 
 
@@ -168,3 +171,19 @@ def test_default_path_and_xdg(run_mpi, tmp_path):
                 os.environ[k] = v
     want = {"thresholds": {"allreduce_binomial_max": [4096, "file"]}, "source": f"file {path}"}
     read(run_mpi, "", want, env=env)
+
+
+@pytest.mark.parametrize("pin", ["own", "first"])
+def test_oversubscription_from_every_ranks_cpus(run_mpi, pin):
+    """"More ranks than CPUs" is decided from the union of the affinity masks of
+    the ranks on one machine, not from one rank's mask: ranks bound to a core
+    each (mpirun -bind-to core, Open MPI's default at 2 ranks) get the
+    core-per-rank defaults; two ranks pinned to one CPU get the other set."""
+    ncpu = len(os.sched_getaffinity(0))
+    over = pin == "first" or ncpu < 2
+    kind = "more ranks than CPUs" if over else "a core per rank"
+    # 32 KiB all-reduce: ring with a core per rank, direct when oversubscribed
+    want = {"pin": pin, "source": f"built-in defaults ({kind})",
+            "thresholds": {k: [None, "default"] for k in KEYS},
+            "select": [[8192, "allreduce", "direct" if over else "ring"]]}
+    read(run_mpi, "none", want)

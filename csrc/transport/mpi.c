@@ -664,11 +664,6 @@ static rc_status_t mpi_create(rc_comm_t *comm) {
     s->comm = MPI_COMM_NULL;
     s->keyval = MPI_KEYVAL_INVALID;
     s->ctl_rreq = MPI_REQUEST_NULL;
-    int over = comm->oversubscribed;
-    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
-    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 20 : 200);
-    /* then yield-polling for this long before sleeping (see mpi_backoff) */
-    s->yield_s = (double)rc_env_ll("RINGCOMM_MPI_YIELD_US", 5000) * 1e-6;
     return RC_OK;
 }
 
@@ -772,6 +767,11 @@ static const char *thread_level_name(int l) {
 static rc_status_t mpi_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     struct rc_mpi *s = comm->mpi;
     (void)addrs;
+    int over = comm->oversubscribed;
+    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
+    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 20 : 200);
+    /* then yield-polling for this long before sleeping (see mpi_backoff) */
+    s->yield_s = (double)rc_env_ll("RINGCOMM_MPI_YIELD_US", 5000) * 1e-6;
     int inited = 0, finalized = 0, level = MPI_THREAD_SINGLE, err;
     char e[MPI_MAX_ERROR_STRING + 64];
     if (!comm->has_mpi)

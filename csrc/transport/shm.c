@@ -612,12 +612,6 @@ static rc_status_t shm_create(rc_comm_t *comm) {
     if (!s) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
     comm->shm = s;
     s->unlinked = 1; /* nothing of ours to unlink yet */
-    /* Back-off: with a core per rank, spin long (a peer is about to post);
-     * with more ranks than cores, spinning steals the peer's core, so spin
-     * briefly and yield (MPICH does the same when oversubscribed). */
-    int over = comm->oversubscribed;
-    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
-    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
     return RC_OK;
 }
 
@@ -768,6 +762,12 @@ static int shm_wait_count(rc_comm_t *comm, _Atomic uint32_t *counter) {
 static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     struct rc_shm *s = comm->shm;
     const int P = comm->size;
+    /* Back-off: with a core per rank, spin long (a peer is about to post);
+     * with more ranks than cores, spinning steals the peer's core, so spin
+     * briefly and yield (MPICH does the same when oversubscribed). */
+    int over = comm->oversubscribed;
+    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
+    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
     s->g2l = malloc((size_t)P * sizeof *s->g2l);
     s->l2g = malloc((size_t)P * sizeof *s->l2g);
     s->tx = calloc((size_t)RC_NLANES * P, sizeof *s->tx);

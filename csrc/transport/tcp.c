@@ -350,14 +350,15 @@ static rc_status_t tcp_create(rc_comm_t *comm) {
     pthread_cond_init(&t->cv, NULL);
     t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (t->efd < 0) return rc_set_error(RC_ERR_IO, "rank %d: eventfd failed: %s", comm->rank, strerror(errno));
-    t->spin = (int)rc_env_ll("RINGCOMM_TCP_SPIN", comm->oversubscribed ? 0 : 100);
     t->sockbuf = (size_t)rc_env_ll("RINGCOMM_SOCKET_BUF", 4 << 20);
     /* Every peer over TCP: bigger chunks amortize the two system calls per
      * frame and the credit round trips (16 MiB all-reduce at 2 ranks: 128 KiB
      * chunks ~1.7x slower than 512 KiB here); an explicit setting wins. */
     if (comm->tp == &rc_transport_tcp && !getenv("RINGCOMM_CHUNK_BYTES") &&
-        comm->chunk_bytes < TCP_CHUNK)
+        comm->chunk_bytes < TCP_CHUNK) {
         comm->chunk_bytes = TCP_CHUNK;
+        comm->chunk_given = 1;
+    }
     if (comm->size == 1) return RC_OK; /* nobody to talk to */
     RC_CHECK(tcp_pick_iface(comm, &t->self));
     struct sockaddr_storage ss;
@@ -1226,6 +1227,7 @@ static void tcp_out_fail(tcp_out_t *o, const char *what, int err) {
 static rc_status_t tcp_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     struct rc_tcp *t = comm->tcp;
     int p = comm->size, me = comm->rank;
+    t->spin = (int)rc_env_ll("RINGCOMM_TCP_SPIN", comm->oversubscribed ? 0 : 100);
     t->peers = calloc((size_t)p, sizeof *t->peers);
     t->act = calloc((size_t)p, sizeof *t->act);
     t->pfd = calloc((size_t)p + 1 + TCP_MAX_PENDING, sizeof *t->pfd);

@@ -30,9 +30,15 @@ typedef struct {
     int8_t algo_env;
     uint8_t ntune;       /* RC_NUM_TUNE of the sender's build */
     uint64_t stream_min;
+    /* Where this rank may run, for "more ranks than CPUs" (comm_connect):
+     * the kernel it runs on and its CPU affinity mask (CPUs 0..1023). */
+    char machine[40];    /* boot id (RINGCOMM_HOST_ID does not change it), else hostname */
+    unsigned char cpus[128];
+    uint8_t chunk_given; /* chunk_bytes is RINGCOMM_CHUNK_BYTES or a transport's, not a default */
+    uint8_t pad[7];
     union {
         rc_tune_t t;     /* "auto" thresholds, their origins and source (tune.c) */
-        unsigned char room[RC_ADDRESS_BYTES - 256 - 16];
+        unsigned char room[RC_ADDRESS_BYTES - 256 - 16 - 176];
     } tune;
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");

@@ -2,10 +2,14 @@
 
 argv[1]: JSON {"thresholds": {name: [bytes or null, origin], ...} (a subset),
                "source": prefix of comm.tune_source,
-               "select": [[count, collective, algorithm], ...] (float32)}
+               "select": [[count, collective, algorithm], ...] (float32),
+               "pin": "own" (rank r runs on CPU r mod the CPUs it may use) or
+                      "first" (every rank on the first of them), set before
+                      the communicator is made}
 Every rank checks (rank 0's values are everyone's).
 """
 import json
+import os
 import sys
 
 import ringcomm
@@ -15,6 +19,10 @@ from _common import RANK, WORLD, finish
 def main():
     want = json.loads(sys.argv[1])
     ncases = 0
+    if want.get("pin"):
+        cpus = sorted(os.sched_getaffinity(0))
+        pick = cpus[RANK % len(cpus)] if want["pin"] == "own" else cpus[0]
+        os.sched_setaffinity(0, {pick})
     with ringcomm.Communicator.from_mpi(WORLD) as comm:
         got = comm.thresholds(origins=True)
         assert set(got) == set(comm.thresholds()), got
