@@ -146,7 +146,7 @@ def terms(coll, algo, p, n, c):
 
 
 class AlgoModel:
-    """One algorithm's measured constants: alpha (s/step), beta at two sizes (s/byte)."""
+    """One algorithm's measured constants: alpha (s/step), beta at a few sizes (s/byte)."""
 
     def __init__(self, coll, algo, p, c, gamma):
         self.coll, self.algo, self.p, self.c, self.gamma = coll, algo, p, c, gamma
@@ -161,7 +161,9 @@ class AlgoModel:
             return pts[0][1]
         if n >= pts[-1][0]:
             return pts[-1][1]
-        (n0, b0), (n1, b1) = pts[0], pts[-1]
+        # piecewise linear in log(size) between neighbouring calibration points
+        i = next(i for i in range(1, len(pts)) if n <= pts[i][0])
+        (n0, b0), (n1, b1) = pts[i - 1], pts[i]
         w = math.log(n / n0) / math.log(n1 / n0)
         return b0 + w * (b1 - b0)
 
@@ -174,7 +176,7 @@ class AlgoModel:
 
     def fit(self, groups):
         """groups = [[(n, T), ...], ...]: the smallest calls, mid-size ones,
-        large ones (three sizes each).  alpha: the median over the small calls
+        large ones (three sizes each; a group an algorithm declines is empty).  alpha: the median over the small calls
         of (T - B beta - G gamma) / A; beta of each other group: the median of
         (T - A alpha - G gamma) / B, placed at the group's middle size.  Two
         passes (each uses the other); medians so one bad size does not move it."""
@@ -194,7 +196,7 @@ class AlgoModel:
                     be.append((t - a * self.alpha - g * self.gamma) / b)
                 pts.append((sorted(n for n, _ in grp)[len(grp) // 2],
                             max(1e-13, float(np.median(be)))))
-            self.points = sorted(pts)
+            self.points = sorted(dict(pts).items())
 
 
 def derive(coll, models, p, grid):
@@ -466,11 +468,16 @@ def main(argv=None):
     timer = Timer(world, reps, 0.0005 if quick else 0.005, args.quantile)
     C = world.chunk_bytes
     large = parse_size(args.large) if args.large else 16 << 20
-    # calibration sizes: the smallest calls (alpha), mid-size and large ones (beta)
+    # calibration sizes: the smallest calls (alpha), then groups of larger ones (beta)
     if quick:
         groups = [[8, 32, 128], [4 << 10, 16 << 10, 64 << 10]]
     else:
-        groups = [[8, 32, 128], [16 << 10, 64 << 10, 256 << 10], [large // 4, large, large * 4]]
+        # a group around 1 MiB too: between the caches and memory an
+        # algorithm's cost per byte is not the log-linear blend of 64 KiB and
+        # 16 MiB (4 ranks: binomial all-reduce measured 2.2x ring at 512 KiB
+        # where that blend had it ahead)
+        groups = [[8, 32, 128], [16 << 10, 64 << 10, 256 << 10],
+                  [large // 32, large // 16, large // 8], [large // 4, large, large * 4]]
     path = args.output or default_path(p)
     if args.sizes:
         vsizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -529,7 +536,8 @@ def main(argv=None):
                 if not cgroups[a][-1]:
                     # direct: its large group is the largest calls it runs
                     top = call_bytes(coll, C if coll == "allreduce" else p * C, p)
-                    ns = [n for n in (top // 4, top // 2, top) if n > max(cgroups[a][-2] or [0])]
+                    below = max((n for g in cgroups[a][:-1] for n in g), default=0)
+                    ns = [n for n in (top // 4, top // 2, top) if n > below]
                     for n in ns:
                         fns[(a, n)] = make_call(world, coll, n, a)
                     cgroups[a][-1] = ns
