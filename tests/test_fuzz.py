@@ -146,7 +146,8 @@ with ringcomm.init() as _one:       # one rank: how many "auto" thresholds this 
     NUM_TUNE = len(_one.thresholds())
 # magic, rank, size, pid, token, host, net, then rank 0's tuning: chunk, nslots,
 # algo, ntune, stream_min, the thresholds {v[NUM_TUNE], from[NUM_TUNE], source[240]}
-ADDR = struct.Struct("<Iiii64s128s48xIHbBQ752s")
+# ..., stream_min, machine[40], cpus[128], chunk_given, pad[7], tune (576 bytes)
+ADDR = struct.Struct("<Iiii64s128s48xIHbBQ40s128sB7x576s")
 TUNE_T = struct.Struct(f"<{NUM_TUNE}Q{NUM_TUNE}B240s")
 
 
@@ -185,7 +186,7 @@ def test_addresses(size, bad_rank, field):
                 origins[-1] = 3
         tune = TUNE_T.pack(*([1024] * NUM_TUNE), *origins, source)
         blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host, chunk, nslots, algo, ntune,
-                               8 << 20, tune))
+                               8 << 20, b"machine", b"\x03", 0, tune))
     assert len(blobs[0]) == 1024
     verdict = _fuzz_check(ADDRESSES, struct.pack("<i", size) + b"".join(blobs))
     broken = 0 <= bad_rank < size and field not in ("none", "unterminated", "source")
