@@ -317,6 +317,15 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
     return rc_set_error(st, "%s", comm->broken_msg);
 }
 
+rc_status_t rc_comm_mismatch(rc_comm_t *comm, int other_rank, const rc_desc_t *theirs) {
+    char mine[160], their[160];
+    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+    rc_desc_format(theirs, their, sizeof their);
+    return rc_comm_fail(comm, RC_ERR_MISMATCH,
+                        "collective mismatch: rank %d called %s but rank %d called %s", comm->rank,
+                        mine, other_rank, their);
+}
+
 rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     if (!comm) return RC_OK;
     rc_progress_shutdown(comm);

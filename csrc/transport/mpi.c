@@ -226,14 +226,8 @@ static rc_status_t mpi_check_ctl(rc_comm_t *comm) {
             if (query) mpi_send_state(comm, src, 0);
             const rc_desc_t *mine = &comm->cur.desc;
             if (mine->coll != RC_COLL_NONE && theirs.coll != RC_COLL_NONE &&
-                theirs.seq == mine->seq && !rc_desc_equal(&theirs, mine)) {
-                char a[160], b2[160];
-                rc_desc_format(mine, a, sizeof a);
-                rc_desc_format(&theirs, b2, sizeof b2);
-                return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                    "collective mismatch: rank %d called %s but rank %d called %s",
-                                    comm->rank, a, src, b2);
-            }
+                theirs.seq == mine->seq && !rc_desc_equal(&theirs, mine))
+                return rc_comm_mismatch(comm, src, &theirs);
             continue;
         }
         s->aborted = 1;

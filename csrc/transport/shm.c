@@ -277,18 +277,12 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
                                    int *warned) {
     RC_CHECK(shm_check_abort(comm));
     const struct rc_shm *s = comm->shm;
-    char mine[160], theirs_s[160], late[600];
+    char mine[160], late[600];
     for (int q = 0; q < s->nl; q++) {
         int r = s->l2g[q];
         if (q == s->me) continue;
         rc_desc_t theirs;
-        if (shm_peer_mismatch(comm, q, &theirs)) {
-            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-            rc_desc_format(&theirs, theirs_s, sizeof theirs_s);
-            return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                "collective mismatch: rank %d called %s but rank %d called %s",
-                                comm->rank, mine, r, theirs_s);
-        }
+        if (shm_peer_mismatch(comm, q, &theirs)) return rc_comm_mismatch(comm, r, &theirs);
         pid_t pid;
         if (shm_peer_dead(comm, q, &pid)) {
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);

@@ -751,7 +751,7 @@ static void tcp_stragglers(rc_comm_t *comm, char *buf, size_t len) {
 static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
                                    int *warned) {
     struct rc_tcp *t = comm->tcp;
-    char mine[160], theirs[160], late[600];
+    char mine[160], late[600];
     double waited = rc_now() - t0;
     /* waiting a while: tell the peers which call this is (mismatches, stall report) */
     if (waited > 0.1 && !t->pub_sent && comm->cur.desc.coll != RC_COLL_NONE) {
@@ -761,13 +761,8 @@ static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const c
     for (int i = 0; i < t->nact; i++) {
         tcp_peer_t *p = &t->peers[t->act[i]];
         if (p->have_last && p->last.seq == comm->cur.desc.seq && p->last.coll != RC_COLL_NONE &&
-            !rc_desc_equal(&p->last, &comm->cur.desc)) {
-            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-            rc_desc_format(&p->last, theirs, sizeof theirs);
-            return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                "collective mismatch: rank %d called %s but rank %d called %s",
-                                comm->rank, mine, p->rank, theirs);
-        }
+            !rc_desc_equal(&p->last, &comm->cur.desc))
+            return rc_comm_mismatch(comm, p->rank, &p->last);
     }
     if (waited > comm->timeout_s / 2 && !*warned) {
         *warned = 1;
