@@ -355,25 +355,6 @@ static void mpi_stragglers(rc_comm_t *comm, char *buf, size_t len) {
     if (!n) snprintf(buf, len, "none (every rank is in this call)");
 }
 
-static rc_status_t __attribute__((noinline))
-mpi_timeout(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w, double now) {
-    char mine[160], late[600];
-    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-    mpi_stragglers(comm, late, sizeof late);
-    double waited = now - w->t0;
-    if (waited > comm->timeout_s)
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d over MPI; "
-                            "ranks not arrived: %s (by their messages and state answers; "
-                            "RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    w->warned = 1;
-    rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d over MPI; ranks not arrived: "
-           "%s. It fails at %.0f s (RINGCOMM_TIMEOUT)",
-           comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    return RC_OK;
-}
-
 /* One step of a collective's wait (the awaited request was not done):
  * back off, keep point-to-point work moving, check aborts and the deadline. */
 static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w) {
@@ -408,9 +389,8 @@ static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mp
         w->stated = 1;
         for (int q = 0; q < comm->size; q++) mpi_send_state(comm, q, 1);
     }
-    if (now - w->t0 > comm->timeout_s || (now - w->t0 > comm->timeout_s / 2 && !w->warned))
-        return mpi_timeout(comm, peer, what, w, now);
-    return RC_OK;
+    return rc_comm_wait_check(comm, w->t0, what, peer, " over MPI",
+                              "by their messages and state answers; ", mpi_stragglers, &w->warned);
 }
 
 /* ---- receive slots ---- */

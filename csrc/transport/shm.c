@@ -277,7 +277,6 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
                                    int *warned) {
     RC_CHECK(shm_check_abort(comm));
     const struct rc_shm *s = comm->shm;
-    char mine[160], late[600];
     for (int q = 0; q < s->nl; q++) {
         int r = s->l2g[q];
         if (q == s->me) continue;
@@ -285,30 +284,14 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
         if (shm_peer_mismatch(comm, q, &theirs)) return rc_comm_mismatch(comm, r, &theirs);
         pid_t pid;
         if (shm_peer_dead(comm, q, &pid)) {
+            char mine[160];
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             return rc_comm_fail(comm, RC_ERR_PEER_LOST,
                                 "rank %d (pid %d) is gone: rank %d was in %s, waiting to %s rank %d",
                                 r, (int)pid, comm->rank, mine, what, peer);
         }
     }
-    double waited = rc_now() - t0;
-    if (waited > comm->timeout_s / 2 && !*warned) {
-        *warned = 1;
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        shm_stragglers(comm, late, sizeof late);
-        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d; ranks not arrived: %s. "
-               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
-               comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    }
-    if (waited > comm->timeout_s) {
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        shm_stragglers(comm, late, sizeof late);
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d; ranks "
-                            "not arrived: %s (RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    }
-    return RC_OK;
+    return rc_comm_wait_check(comm, t0, what, peer, "", "", shm_stragglers, warned);
 }
 
 /* Abort record and the liveness of every peer (`doing`: for the message). */

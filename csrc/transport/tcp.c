@@ -751,7 +751,6 @@ static void tcp_stragglers(rc_comm_t *comm, char *buf, size_t len) {
 static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
                                    int *warned) {
     struct rc_tcp *t = comm->tcp;
-    char mine[160], late[600];
     double waited = rc_now() - t0;
     /* waiting a while: tell the peers which call this is (mismatches, stall report) */
     if (waited > 0.1 && !t->pub_sent && comm->cur.desc.coll != RC_COLL_NONE) {
@@ -764,23 +763,7 @@ static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const c
             !rc_desc_equal(&p->last, &comm->cur.desc))
             return rc_comm_mismatch(comm, p->rank, &p->last);
     }
-    if (waited > comm->timeout_s / 2 && !*warned) {
-        *warned = 1;
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        tcp_stragglers(comm, late, sizeof late);
-        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d (tcp); ranks not arrived: %s. "
-               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
-               comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    }
-    if (waited > comm->timeout_s) {
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        tcp_stragglers(comm, late, sizeof late);
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d (tcp); ranks "
-                            "not arrived: %s (RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    }
-    return RC_OK;
+    return rc_comm_wait_check(comm, t0, what, peer, " (tcp)", "", tcp_stragglers, warned);
 }
 
 static int tcp_ready(rc_comm_t *comm, tcp_peer_t *p, int lane, int send) {

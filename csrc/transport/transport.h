@@ -134,6 +134,17 @@ rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self
  * exit.  Returns comm->broken with the error text set. */
 rc_status_t rc_mux_relay_abort(rc_comm_t *comm, const rc_transport_ops_t *self);
 
+/* comm.c, for the slow checks of every transport's wait (t0: when it
+ * began; what: "send to" / "receive from"; peer: the awaited rank): past
+ * half of comm->timeout_s, warn once (*warned) naming the ranks not in this
+ * collective (`stragglers` lists them, as this transport can tell); past
+ * the timeout, fail with RC_ERR_TIMEOUT.  `via` follows the awaited rank in
+ * both texts (" (tcp)"), `basis` opens the timeout's parenthesis (how the
+ * stragglers were judged, "" or "...; "). */
+rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int peer,
+                               const char *via, const char *basis,
+                               void (*stragglers)(rc_comm_t *, char *, size_t), int *warned);
+
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
 
