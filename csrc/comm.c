@@ -347,6 +347,16 @@ rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int
                         waited, comm->rank, mine, what, peer, via, late, basis, comm->timeout_s);
 }
 
+rc_status_t rc_comm_adopt_abort(rc_comm_t *comm, int from_rank, rc_status_t st, const char *msg,
+                                const rc_transport_ops_t *heard_on) {
+    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", from_rank, msg);
+    comm->broken = st;
+    for (int i = 0; i < comm->ntps; i++)
+        if (comm->tps[i] != heard_on && comm->tps[i]->abort)
+            comm->tps[i]->abort(comm, st, comm->broken_msg);
+    return rc_set_error(st, "%s", comm->broken_msg);
+}
+
 rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     if (!comm) return RC_OK;
     rc_progress_shutdown(comm);

@@ -230,22 +230,16 @@ static rc_status_t mpi_check_ctl(rc_comm_t *comm) {
                 return rc_comm_mismatch(comm, src, &theirs);
             continue;
         }
-        s->aborted = 1;
+        s->aborted = 1; /* no abort of ours goes out over MPI now: the others heard one */
         rc_status_t st = (rc_status_t)c->status;
         if (valid && c->kind == CTL_ABORT && n == (int)sizeof *c && st < 0 &&
-            st >= RC_ERR_INTERNAL) {
-            snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", src,
-                     c->msg);
-        } else {
-            char e[MPI_MAX_ERROR_STRING + 64] = "";
-            if (err != MPI_SUCCESS) mpi_strerror(err, e);
-            snprintf(comm->broken_msg, sizeof comm->broken_msg,
-                     "rank %d: malformed control message (%d bytes) from rank %d over MPI%s%s",
-                     comm->rank, n, src, *e ? ": " : "", e);
-            st = RC_ERR_IO;
-        }
-        comm->broken = st;
-        return rc_mux_relay_abort(comm, &rc_transport_mpi);
+            st >= RC_ERR_INTERNAL)
+            return rc_comm_adopt_abort(comm, src, st, c->msg, &rc_transport_mpi);
+        char e[MPI_MAX_ERROR_STRING + 64] = "";
+        if (err != MPI_SUCCESS) mpi_strerror(err, e);
+        return rc_comm_fail(comm, RC_ERR_IO,
+                            "rank %d: malformed control message (%d bytes) from rank %d over MPI%s%s",
+                            comm->rank, n, src, *e ? ": " : "", e);
     }
 }
 

@@ -196,11 +196,8 @@ static void shm_name(const rc_comm_t *comm, const char *host, char *buf, size_t 
 static rc_status_t shm_check_abort(rc_comm_t *comm) {
     shm_hdr_t *h = comm->shm->hdr;
     if (RC_LIKELY(atomic_load_explicit(&h->abort_state, memory_order_acquire) != 2)) return RC_OK;
-    rc_status_t st = (rc_status_t)h->abort_status;
-    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", h->abort_rank,
-             h->abort_msg);
-    comm->broken = st;
-    return rc_set_error(st, "%s", comm->broken_msg);
+    return rc_comm_adopt_abort(comm, h->abort_rank, (rc_status_t)h->abort_status, h->abort_msg,
+                               &rc_transport_shm);
 }
 
 /* Is the peer's process gone?  A pidfd (Linux >= 5.3) turns readable when

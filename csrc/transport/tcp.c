@@ -699,10 +699,7 @@ static rc_status_t tcp_check_abort(rc_comm_t *comm) {
     struct rc_tcp *t = comm->tcp;
     if (RC_LIKELY(!t->abort_seen)) return RC_OK;
     if (comm->broken) return rc_set_error(comm->broken, "%s", comm->broken_msg);
-    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", t->abort_rank,
-             t->abort_msg);
-    comm->broken = t->abort_st;
-    return rc_mux_relay_abort(comm, &rc_transport_tcp);
+    return rc_comm_adopt_abort(comm, t->abort_rank, t->abort_st, t->abort_msg, &rc_transport_tcp);
 }
 
 /* Abort record, then lost connections: any peer lost without a BYE, or
