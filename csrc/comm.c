@@ -317,6 +317,46 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
     return rc_set_error(st, "%s", comm->broken_msg);
 }
 
+rc_status_t rc_comm_mismatch(rc_comm_t *comm, int other_rank, const rc_desc_t *theirs) {
+    char mine[160], their[160];
+    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+    rc_desc_format(theirs, their, sizeof their);
+    return rc_comm_fail(comm, RC_ERR_MISMATCH,
+                        "collective mismatch: rank %d called %s but rank %d called %s", comm->rank,
+                        mine, other_rank, their);
+}
+
+rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int peer,
+                               const char *via, const char *basis,
+                               void (*stragglers)(rc_comm_t *, char *, size_t), int *warned) {
+    double waited = rc_now() - t0;
+    if (waited <= comm->timeout_s / 2 || (*warned && waited <= comm->timeout_s)) return RC_OK;
+    char mine[160], late[600];
+    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+    stragglers(comm, late, sizeof late);
+    if (!*warned) {
+        *warned = 1;
+        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d%s; ranks not arrived: %s. "
+               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
+               comm->rank, waited, mine, what, peer, via, late, comm->timeout_s);
+    }
+    if (waited <= comm->timeout_s) return RC_OK;
+    return rc_comm_fail(comm, RC_ERR_TIMEOUT,
+                        "timeout after %.1f s: rank %d in %s waited to %s rank %d%s; ranks not "
+                        "arrived: %s (%sRINGCOMM_TIMEOUT=%.0f)",
+                        waited, comm->rank, mine, what, peer, via, late, basis, comm->timeout_s);
+}
+
+rc_status_t rc_comm_adopt_abort(rc_comm_t *comm, int from_rank, rc_status_t st, const char *msg,
+                                const rc_transport_ops_t *heard_on) {
+    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", from_rank, msg);
+    comm->broken = st;
+    for (int i = 0; i < comm->ntps; i++)
+        if (comm->tps[i] != heard_on && comm->tps[i]->abort)
+            comm->tps[i]->abort(comm, st, comm->broken_msg);
+    return rc_set_error(st, "%s", comm->broken_msg);
+}
+
 rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     if (!comm) return RC_OK;
     rc_progress_shutdown(comm);

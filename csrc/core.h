@@ -233,5 +233,9 @@ rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post);
  * instead of waiting for this rank. Returns st. */
 rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A peer is in this collective (same sequence number) but called it
+ * differently (`theirs`): rc_comm_fail with RC_ERR_MISMATCH and the text
+ * "collective mismatch: rank R called X but rank Q called Y". */
+rc_status_t rc_comm_mismatch(rc_comm_t *comm, int other_rank, const rc_desc_t *theirs);
 
 #endif /* RC_CORE_H */

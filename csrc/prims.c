@@ -6,13 +6,9 @@
 
 static rc_status_t __attribute__((noinline))
 prim_bad_message(rc_comm_t *c, int from, const rc_desc_t *got, size_t want_bytes) {
-    char mine[160], theirs[160];
+    if (!rc_desc_equal(got, &c->cur.desc)) return rc_comm_mismatch(c, from, got);
+    char mine[160];
     rc_desc_format(&c->cur.desc, mine, sizeof mine);
-    rc_desc_format(got, theirs, sizeof theirs);
-    if (!rc_desc_equal(got, &c->cur.desc))
-        return rc_comm_fail(c, RC_ERR_MISMATCH,
-                            "collective mismatch: rank %d called %s but rank %d called %s",
-                            c->rank, mine, from, theirs);
     return rc_comm_fail(c, RC_ERR_INTERNAL,
                         "rank %d in %s: message from rank %d holds %u bytes, expected %zu",
                         c->rank, mine, from, got->bytes, want_bytes);

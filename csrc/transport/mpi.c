@@ -226,32 +226,20 @@ static rc_status_t mpi_check_ctl(rc_comm_t *comm) {
             if (query) mpi_send_state(comm, src, 0);
             const rc_desc_t *mine = &comm->cur.desc;
             if (mine->coll != RC_COLL_NONE && theirs.coll != RC_COLL_NONE &&
-                theirs.seq == mine->seq && !rc_desc_equal(&theirs, mine)) {
-                char a[160], b2[160];
-                rc_desc_format(mine, a, sizeof a);
-                rc_desc_format(&theirs, b2, sizeof b2);
-                return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                    "collective mismatch: rank %d called %s but rank %d called %s",
-                                    comm->rank, a, src, b2);
-            }
+                theirs.seq == mine->seq && !rc_desc_equal(&theirs, mine))
+                return rc_comm_mismatch(comm, src, &theirs);
             continue;
         }
-        s->aborted = 1;
+        s->aborted = 1; /* no abort of ours goes out over MPI now: the others heard one */
         rc_status_t st = (rc_status_t)c->status;
         if (valid && c->kind == CTL_ABORT && n == (int)sizeof *c && st < 0 &&
-            st >= RC_ERR_INTERNAL) {
-            snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", src,
-                     c->msg);
-        } else {
-            char e[MPI_MAX_ERROR_STRING + 64] = "";
-            if (err != MPI_SUCCESS) mpi_strerror(err, e);
-            snprintf(comm->broken_msg, sizeof comm->broken_msg,
-                     "rank %d: malformed control message (%d bytes) from rank %d over MPI%s%s",
-                     comm->rank, n, src, *e ? ": " : "", e);
-            st = RC_ERR_IO;
-        }
-        comm->broken = st;
-        return rc_mux_relay_abort(comm, &rc_transport_mpi);
+            st >= RC_ERR_INTERNAL)
+            return rc_comm_adopt_abort(comm, src, st, c->msg, &rc_transport_mpi);
+        char e[MPI_MAX_ERROR_STRING + 64] = "";
+        if (err != MPI_SUCCESS) mpi_strerror(err, e);
+        return rc_comm_fail(comm, RC_ERR_IO,
+                            "rank %d: malformed control message (%d bytes) from rank %d over MPI%s%s",
+                            comm->rank, n, src, *e ? ": " : "", e);
     }
 }
 
@@ -361,25 +349,6 @@ static void mpi_stragglers(rc_comm_t *comm, char *buf, size_t len) {
     if (!n) snprintf(buf, len, "none (every rank is in this call)");
 }
 
-static rc_status_t __attribute__((noinline))
-mpi_timeout(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w, double now) {
-    char mine[160], late[600];
-    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-    mpi_stragglers(comm, late, sizeof late);
-    double waited = now - w->t0;
-    if (waited > comm->timeout_s)
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d over MPI; "
-                            "ranks not arrived: %s (by their messages and state answers; "
-                            "RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    w->warned = 1;
-    rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d over MPI; ranks not arrived: "
-           "%s. It fails at %.0f s (RINGCOMM_TIMEOUT)",
-           comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    return RC_OK;
-}
-
 /* One step of a collective's wait (the awaited request was not done):
  * back off, keep point-to-point work moving, check aborts and the deadline. */
 static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mpi_wait_t *w) {
@@ -414,9 +383,8 @@ static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mp
         w->stated = 1;
         for (int q = 0; q < comm->size; q++) mpi_send_state(comm, q, 1);
     }
-    if (now - w->t0 > comm->timeout_s || (now - w->t0 > comm->timeout_s / 2 && !w->warned))
-        return mpi_timeout(comm, peer, what, w, now);
-    return RC_OK;
+    return rc_comm_wait_check(comm, w->t0, what, peer, " over MPI",
+                              "by their messages and state answers; ", mpi_stragglers, &w->warned);
 }
 
 /* ---- receive slots ---- */

@@ -145,13 +145,6 @@ rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self
     return RC_OK;
 }
 
-rc_status_t rc_mux_relay_abort(rc_comm_t *comm, const rc_transport_ops_t *self) {
-    for (int i = 0; i < comm->ntps; i++)
-        if (comm->tps[i] != self && comm->tps[i]->abort)
-            comm->tps[i]->abort(comm, comm->broken, comm->broken_msg);
-    return rc_set_error(comm->broken, "%s", comm->broken_msg);
-}
-
 /* ---- phase 1 ---- */
 
 /* Is `name` an item of the comma list? */

@@ -196,11 +196,8 @@ static void shm_name(const rc_comm_t *comm, const char *host, char *buf, size_t 
 static rc_status_t shm_check_abort(rc_comm_t *comm) {
     shm_hdr_t *h = comm->shm->hdr;
     if (RC_LIKELY(atomic_load_explicit(&h->abort_state, memory_order_acquire) != 2)) return RC_OK;
-    rc_status_t st = (rc_status_t)h->abort_status;
-    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", h->abort_rank,
-             h->abort_msg);
-    comm->broken = st;
-    return rc_set_error(st, "%s", comm->broken_msg);
+    return rc_comm_adopt_abort(comm, h->abort_rank, (rc_status_t)h->abort_status, h->abort_msg,
+                               &rc_transport_shm);
 }
 
 /* Is the peer's process gone?  A pidfd (Linux >= 5.3) turns readable when
@@ -277,44 +274,21 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
                                    int *warned) {
     RC_CHECK(shm_check_abort(comm));
     const struct rc_shm *s = comm->shm;
-    char mine[160], theirs_s[160], late[600];
     for (int q = 0; q < s->nl; q++) {
         int r = s->l2g[q];
         if (q == s->me) continue;
         rc_desc_t theirs;
-        if (shm_peer_mismatch(comm, q, &theirs)) {
-            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-            rc_desc_format(&theirs, theirs_s, sizeof theirs_s);
-            return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                "collective mismatch: rank %d called %s but rank %d called %s",
-                                comm->rank, mine, r, theirs_s);
-        }
+        if (shm_peer_mismatch(comm, q, &theirs)) return rc_comm_mismatch(comm, r, &theirs);
         pid_t pid;
         if (shm_peer_dead(comm, q, &pid)) {
+            char mine[160];
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             return rc_comm_fail(comm, RC_ERR_PEER_LOST,
                                 "rank %d (pid %d) is gone: rank %d was in %s, waiting to %s rank %d",
                                 r, (int)pid, comm->rank, mine, what, peer);
         }
     }
-    double waited = rc_now() - t0;
-    if (waited > comm->timeout_s / 2 && !*warned) {
-        *warned = 1;
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        shm_stragglers(comm, late, sizeof late);
-        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d; ranks not arrived: %s. "
-               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
-               comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    }
-    if (waited > comm->timeout_s) {
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        shm_stragglers(comm, late, sizeof late);
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d; ranks "
-                            "not arrived: %s (RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    }
-    return RC_OK;
+    return rc_comm_wait_check(comm, t0, what, peer, "", "", shm_stragglers, warned);
 }
 
 /* Abort record and the liveness of every peer (`doing`: for the message). */

@@ -699,10 +699,7 @@ static rc_status_t tcp_check_abort(rc_comm_t *comm) {
     struct rc_tcp *t = comm->tcp;
     if (RC_LIKELY(!t->abort_seen)) return RC_OK;
     if (comm->broken) return rc_set_error(comm->broken, "%s", comm->broken_msg);
-    snprintf(comm->broken_msg, sizeof comm->broken_msg, "rank %d reported: %s", t->abort_rank,
-             t->abort_msg);
-    comm->broken = t->abort_st;
-    return rc_mux_relay_abort(comm, &rc_transport_tcp);
+    return rc_comm_adopt_abort(comm, t->abort_rank, t->abort_st, t->abort_msg, &rc_transport_tcp);
 }
 
 /* Abort record, then lost connections: any peer lost without a BYE, or
@@ -751,7 +748,6 @@ static void tcp_stragglers(rc_comm_t *comm, char *buf, size_t len) {
 static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
                                    int *warned) {
     struct rc_tcp *t = comm->tcp;
-    char mine[160], theirs[160], late[600];
     double waited = rc_now() - t0;
     /* waiting a while: tell the peers which call this is (mismatches, stall report) */
     if (waited > 0.1 && !t->pub_sent && comm->cur.desc.coll != RC_COLL_NONE) {
@@ -761,31 +757,10 @@ static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const c
     for (int i = 0; i < t->nact; i++) {
         tcp_peer_t *p = &t->peers[t->act[i]];
         if (p->have_last && p->last.seq == comm->cur.desc.seq && p->last.coll != RC_COLL_NONE &&
-            !rc_desc_equal(&p->last, &comm->cur.desc)) {
-            rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-            rc_desc_format(&p->last, theirs, sizeof theirs);
-            return rc_comm_fail(comm, RC_ERR_MISMATCH,
-                                "collective mismatch: rank %d called %s but rank %d called %s",
-                                comm->rank, mine, p->rank, theirs);
-        }
+            !rc_desc_equal(&p->last, &comm->cur.desc))
+            return rc_comm_mismatch(comm, p->rank, &p->last);
     }
-    if (waited > comm->timeout_s / 2 && !*warned) {
-        *warned = 1;
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        tcp_stragglers(comm, late, sizeof late);
-        rc_log(RC_WARN, "rank %d has waited %.1f s in %s to %s rank %d (tcp); ranks not arrived: %s. "
-               "It fails at %.0f s (RINGCOMM_TIMEOUT)",
-               comm->rank, waited, mine, what, peer, late, comm->timeout_s);
-    }
-    if (waited > comm->timeout_s) {
-        rc_desc_format(&comm->cur.desc, mine, sizeof mine);
-        tcp_stragglers(comm, late, sizeof late);
-        return rc_comm_fail(comm, RC_ERR_TIMEOUT,
-                            "timeout after %.1f s: rank %d in %s waited to %s rank %d (tcp); ranks "
-                            "not arrived: %s (RINGCOMM_TIMEOUT=%.0f)",
-                            waited, comm->rank, mine, what, peer, late, comm->timeout_s);
-    }
-    return RC_OK;
+    return rc_comm_wait_check(comm, t0, what, peer, " (tcp)", "", tcp_stragglers, warned);
 }
 
 static int tcp_ready(rc_comm_t *comm, tcp_peer_t *p, int lane, int send) {

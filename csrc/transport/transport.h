@@ -128,11 +128,26 @@ rc_status_t rc_mux_select(rc_comm_t *comm, const rc_addr_t *addrs);
  * rank of this host, a network peer lost) and queued network sends move. */
 rc_status_t rc_mux_others_health(rc_comm_t *comm, const rc_transport_ops_t *self,
                                  const char *doing);
-/* A failure reported by a peer over `self` (comm->broken set from its abort
- * message): record it in the other transports too, so that this host's
- * ranks learn the cause from shared memory instead of only seeing this rank
- * exit.  Returns comm->broken with the error text set. */
-rc_status_t rc_mux_relay_abort(rc_comm_t *comm, const rc_transport_ops_t *self);
+/* comm.c: a peer's abort (status `st`, its text `msg`) heard on `heard_on`:
+ * the communicator breaks with "rank R reported: msg", and the abort goes
+ * on through every other transport in use (the shared abort record, ABORT
+ * frames, MPI control messages), so that this host's ranks learn the cause
+ * and not only that this rank left, and the other hosts hear of it even if
+ * the reporter died before telling them all.  Each transport ignores a
+ * second abort, so relays never loop.  Returns `st` with the text set. */
+rc_status_t rc_comm_adopt_abort(rc_comm_t *comm, int from_rank, rc_status_t st, const char *msg,
+                                const rc_transport_ops_t *heard_on);
+
+/* comm.c, for the slow checks of every transport's wait (t0: when it
+ * began; what: "send to" / "receive from"; peer: the awaited rank): past
+ * half of comm->timeout_s, warn once (*warned) naming the ranks not in this
+ * collective (`stragglers` lists them, as this transport can tell); past
+ * the timeout, fail with RC_ERR_TIMEOUT.  `via` follows the awaited rank in
+ * both texts (" (tcp)"), `basis` opens the timeout's parenthesis (how the
+ * stragglers were judged, "" or "...; "). */
+rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int peer,
+                               const char *via, const char *basis,
+                               void (*stragglers)(rc_comm_t *, char *, size_t), int *warned);
 
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
