@@ -317,6 +317,29 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
     return rc_set_error(st, "%s", comm->broken_msg);
 }
 
+/* A peer this rank waits on in its collective is already in a later one
+ * (`later`): it finished this call without the message this rank waits for
+ * (or without draining ours).  Every message of a call is sent and consumed
+ * within it, so the ranks disagreed on the call: a tree rooted elsewhere
+ * (binomial reduce with another root: a leaf sends and returns, its parent
+ * may be a rank that never receives), another count or algorithm.  The
+ * transport calls this once it is sure nothing of the call is in flight. */
+int rc_comm_peer_is_ahead(const rc_comm_t *comm, const rc_desc_t *later) {
+    return comm->cur.desc.coll != RC_COLL_NONE && later->coll != RC_COLL_NONE &&
+           (int32_t)(later->seq - comm->cur.desc.seq) > 0;
+}
+
+rc_status_t rc_comm_peer_left(rc_comm_t *comm, int peer, const char *what, const rc_desc_t *later) {
+    char mine[160], their[160];
+    rc_desc_format(&comm->cur.desc, mine, sizeof mine);
+    rc_desc_format(later, their, sizeof their);
+    return rc_comm_fail(comm, RC_ERR_MISMATCH,
+                        "collective mismatch: rank %d called %s and waits to %s rank %d, but rank "
+                        "%d finished that call without it and is in %s: the ranks disagree on the "
+                        "call's root, counts or algorithm",
+                        comm->rank, mine, what, peer, peer, their);
+}
+
 rc_status_t rc_comm_mismatch(rc_comm_t *comm, int other_rank, const rc_desc_t *theirs) {
     char mine[160], their[160];
     rc_desc_format(&comm->cur.desc, mine, sizeof mine);

@@ -295,6 +295,7 @@ typedef struct {
     double t0, next_check;
     int warned;
     int stated; /* this rank's state went to the awaited peer */
+    double ahead_since; /* the awaited peer was first seen in a later call */
 } mpi_wait_t;
 
 /* One step of a back-off: spin (`spin` steps), then sched_yield (at least
@@ -382,6 +383,14 @@ static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mp
          * mismatch) and answers with its own state (the stall inspector) */
         w->stated = 1;
         for (int q = 0; q < comm->size; q++) mpi_send_state(comm, q, 1);
+    }
+    /* The peer's state says it is in a later call.  Its messages of this
+     * one may still be in flight (MPI orders only a tag's messages), so
+     * give them a second before calling it a mismatch. */
+    if (rc_comm_peer_is_ahead(comm, &s->known[peer])) {
+        if (w->ahead_since == 0) w->ahead_since = now;
+        else if (now - w->ahead_since > 1.0)
+            return rc_comm_peer_left(comm, peer, what, &s->known[peer]);
     }
     return rc_comm_wait_check(comm, w->t0, what, peer, " over MPI",
                               "by their messages and state answers; ", mpi_stragglers, &w->warned);

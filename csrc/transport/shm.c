@@ -247,6 +247,12 @@ static int shm_peer_mismatch(rc_comm_t *comm, int peer /* local */, rc_desc_t *t
     return !rc_desc_equal(theirs, &comm->cur.desc);
 }
 
+/* The awaited peer's published call, when it is a later one (comm.c). */
+static int shm_peer_left(rc_comm_t *comm, int peer /* global */, rc_desc_t *theirs) {
+    int q = comm->shm->g2l[peer];
+    return q >= 0 && shm_peer_desc(comm, q, theirs) && rc_comm_peer_is_ahead(comm, theirs);
+}
+
 /* The stall inspector (as Horovod's): which ranks have not reached this
  * collective, and the last call each of them did reach. */
 static void shm_stragglers(rc_comm_t *comm, char *buf, size_t len) {
@@ -362,6 +368,12 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         double now = rc_now();
         if (now >= next_check) {
             RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
+            rc_desc_t later;
+            /* the peer's later call seen (acquire) and still nothing here:
+             * what it did in this call is complete, and it was not this */
+            if (shm_peer_left(comm, peer, &later) &&
+                atomic_load_explicit(word, memory_order_acquire) == seen)
+                return rc_comm_peer_left(comm, peer, what, &later);
             next_check = now + 0.05;
         }
     }

@@ -805,6 +805,12 @@ tcp_wait(rc_comm_t *comm, int peer, int lane, int send) {
             if (comm->ntps > 1) RC_CHECK(rc_mux_others_health(comm, &rc_transport_tcp, doing));
             RC_CHECK(tcp_check_peers(comm, peer, doing));
             RC_CHECK(tcp_slow_checks(comm, peer, t0, what, &warned));
+            /* the peer told us (its stall report) it is in a later call: its
+             * frames of this one came before that on the stream, so if we
+             * still wait, what it did in this call was not this */
+            if (p->have_last && rc_comm_peer_is_ahead(comm, &p->last) &&
+                !tcp_ready(comm, p, lane, send))
+                return rc_comm_peer_left(comm, peer, what, &p->last);
             next_check = now + 0.05;
         }
         tcp_poll(comm, 50, 0);

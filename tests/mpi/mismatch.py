@@ -93,6 +93,17 @@ def s_reduce_root(r):
     return lambda comm: comm.reduce(x, root=odd_rank() if r == 0 else 0)
 
 
+def s_reduce_root_binomial(r):
+    # more chunks than slots through the binomial tree: with another root a
+    # leaf's parent may be a rank that never receives (4 ranks: rank 0 sends
+    # to rank 3, a leaf of the tree the others build); the leaf blocks on a
+    # full ring while that rank moves on to the barrier, and fails on seeing
+    # it in a later call (rc_comm_peer_left).  4 MB: 8 chunks even at 4 ranks
+    # on 2 CPUs (512 KiB chunks), 4 slots
+    x = np.ones(500_000, np.float64)
+    return lambda comm: comm.reduce(x, root=odd_rank() if r == 0 else 0, algorithm="binomial")
+
+
 def s_gather_root(r):
     x = np.ones(10, np.int32)
     root = 1 if r == odd_rank() else 0
@@ -130,7 +141,7 @@ SCENARIOS = {f.__name__[2:]: f for f in (s_count, s_count_big, s_count_rank0, s_
                                          s_dtype_same_bytes, s_dtype_same_size, s_dtype_bf16,
                                          s_op, s_op_avg, s_op_bitwise, s_algorithm,
                                          s_barrier_vs_allreduce, s_broadcast_root,
-                                         s_reduce_root, s_gather_root, s_broadcast_vs_allreduce,
+                                         s_reduce_root, s_reduce_root_binomial, s_gather_root, s_broadcast_vs_allreduce,
                                          s_allgather_vs_alltoall, s_allgather_count,
                                          s_reduce_scatter_op, s_scatter_dtype)}
 
