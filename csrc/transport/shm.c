@@ -434,6 +434,13 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
                 futex_wait(word, seen, 2000000L); /* 2 ms: re-check flags then */
             atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
         }
+        /* A failure recorded by a rank that got past this step (it saw our
+         * peer's post first, e.g. a mismatch in the next call): the post is
+         * visible now, so this step completes; the failure shows at the next
+         * wait.  (Word re-read after the record: no window between them.) */
+        if (RC_UNLIKELY(atomic_load_explicit(&s->hdr->abort_state, memory_order_acquire) == 2) &&
+            atomic_load_explicit(word, memory_order_acquire) != seen)
+            return RC_OK;
         RC_CHECK(shm_check_abort(comm));
         RC_CHECK(shm_wait_side_work(comm, doing));
         double now = rc_now();
