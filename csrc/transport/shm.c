@@ -57,11 +57,14 @@
  * transfer per reader instead of head, then slot, then tail.  The
  * descriptor in the line is checked like a slot message's.  A line is
  * reused only once every reader's "consumed" counter (own line, single
- * writer) shows it has finished the call that used it.  Because an
- * all-reduce needs every rank's line to complete, a rank in its k-th call
- * knows every peer has finished call k - 2, so that check never waits in
- * practice; it is kept (and cached, so the fast path reads no peer's line)
- * as the guard of the invariant.  Readers that sleep count themselves in the
+ * writer) shows it has finished the call that used it.  The check is
+ * cached, and the cache is fed for free: a peer posts its line of call k
+ * only after storing consumed = k at the end of call k - 1, so having read
+ * every peer's line of call k proves every consumed >= k (acquire on the
+ * flag, release on the post).  The consumed lines are therefore read only
+ * if that proof ever falls short (never, as all-reduce needs every line:
+ * kept as the guard of the invariant), and the fast path touches no line
+ * but the outboxes.  Readers that sleep count themselves in the
  * owner's ll waiters word (a counter, several readers may sleep on one
  * line) and the owner wakes them all.
  */
@@ -634,6 +637,8 @@ rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_
         else c->cur.reduce(out, out, l->payload, n);
     }
     if (c->cur.scale && n) c->cur.scale(out, n, (double)p);
+    /* every peer's post of call k: each has finished call k - 1 */
+    s->ll_free = k + RC_SHM_LL_LINES;
 
     atomic_store_explicit(&ob->consumed, want, memory_order_seq_cst);
     if (RC_UNLIKELY(atomic_load_explicit(&ob->consumed_waiters, memory_order_seq_cst)))
