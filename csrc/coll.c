@@ -244,12 +244,16 @@ rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post) {
     } else {
         set_cur(comm, t);
         comm->tp->publish(comm);
-        RC_LOG(RC_INFO, "rank %d %s #%u count=%llu %s%s%s root=%d: algorithm %s, %zu-byte chunks%s",
+        RC_LOG(RC_INFO, "rank %d %s #%u count=%llu %s%s%s root=%d: algorithm %s%s, %zu-byte "
+               "chunks%s",
                comm->rank, rc_coll_name(t->coll), seq, (unsigned long long)t->count,
                rc_dtype_name(t->dtype), coll_info[t->coll].reduces ? " " : "",
                coll_info[t->coll].reduces ? rc_op_name(t->op) : "", comm->cur.desc.root,
-               rc_algo_name(t->algo), comm->chunk_bytes,
-               comm->cur.stream ? ", streaming stores" : "");
+               rc_algo_name(t->algo),
+               t->coll == RC_COLL_ALLREDUCE && t->algo == RC_ALGO_DIRECT &&
+                       rc_shm_ll_ok(comm, (size_t)t->count * comm->cur.esize)
+                   ? " (one cache line per rank)" : "",
+               comm->chunk_bytes, comm->cur.stream ? ", streaming stores" : "");
         st = find_algo(t->coll, t->algo)->run(comm, t);
     }
     if (comm->trace_id) rc_trace_op(comm, t, seq, t_post, t0, rc_now(), st);

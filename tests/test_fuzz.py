@@ -103,13 +103,14 @@ HDR = struct.Struct("<QIIQQQQi4xQQQIiii1024s")
 NUM_ALGOS = 1 + len({a for c in ("allreduce", "broadcast", "reduce", "allgather",
                                  "reduce_scatter", "alltoall", "gather", "scatter", "barrier")
                      for a in ringcomm.algorithms(c)})
-MAGIC = 0x3130484D53435252
+MAGIC = 0x3230484D53435252  # "RRCSMH02"
 
 
 def layout(p, nslots, chunk):
     stride = (32 + chunk + 63) // 64 * 64
     chan = 256 + nslots * stride
-    return stride, chan, 4096 + p * 64 + p * p * 64 + 2 * p * p * chan
+    # header, rank info, acks, one-line outboxes (8 lines + consumed + waiters), lanes
+    return stride, chan, 4096 + p * 64 + p * p * 64 + p * 640 + 2 * p * p * chan
 
 
 @FAST

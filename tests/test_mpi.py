@@ -61,6 +61,42 @@ def test_mismatch_raises_on_every_rank(run_mpi, nprocs):
     run_mpi(nprocs, "mismatch.py", env={"RINGCOMM_TIMEOUT": "30"}, timeout=400)
 
 
+@pytest.mark.parametrize("nprocs", [2, 3, 4])
+def test_allreduce_ll_stress(run_mpi, nprocs):
+    """2400 seeded all-reduces of 0..48 bytes (the one-line shared-memory path; float32,
+    float64, int32, bfloat16; sum/max/min/prod/avg; in and out of place), interleaved with
+    broadcasts from 0 and reduces to 1 so ranks drift and outbox lines wrap; vs numpy,
+    bitwise equal on every rank."""
+    run_mpi(nprocs, "allreduce_ll.py", "stress", timeout=300)
+
+
+@pytest.mark.parametrize("nprocs", [2, 4])
+def test_allreduce_ll_taken(run_mpi, nprocs):
+    """RINGCOMM_DEBUG=INFO: 48 bytes take the one-line path on every rank, 52 bytes do not."""
+    res = run_mpi(nprocs, "allreduce_ll.py", "paths", env={"RINGCOMM_DEBUG": "INFO"})
+    lines = [line for line in res.output.splitlines() if " INFO rank " in line
+             and " allreduce #" in line]
+    ll = [line for line in lines if "count=12 " in line]
+    slot = [line for line in lines if "count=13 " in line]
+    assert len(ll) == nprocs and all("(one cache line per rank)" in line for line in ll), lines
+    assert len(slot) == nprocs and not any("one cache line" in line for line in slot), lines
+
+
+def test_allreduce_ll_not_across_transports(run_mpi):
+    """RINGCOMM_TRANSPORT=tcp: tiny all-reduces keep the slot path (and stay correct)."""
+    res = run_mpi(2, "allreduce_ll.py", "paths",
+                  env={"RINGCOMM_DEBUG": "INFO", "RINGCOMM_TRANSPORT": "tcp"})
+    assert "one cache line" not in res.output, res.output
+
+
+@pytest.mark.parametrize("nprocs", [2, 3, 4])
+def test_allreduce_ll_mismatch(run_mpi, nprocs):
+    """One-line all-reduce count 2 vs 3, float32 vs float64, sum vs max, vs a 64-byte
+    slot-path all-reduce, vs a broadcast from rank 0 or from the odd rank (send-only):
+    every rank raises RC_ERR_MISMATCH naming both calls, not a timeout."""
+    run_mpi(nprocs, "allreduce_ll.py", "mismatch", env={"RINGCOMM_TIMEOUT": "30"}, timeout=300)
+
+
 @pytest.mark.parametrize("nprocs", [3, 4])
 def test_algo_env_overrides_auto(run_mpi, nprocs):
     """RINGCOMM_ALGO=X (set before creation) makes auto run X; algorithm= still wins."""

@@ -44,7 +44,8 @@ def launch_standalone(nprocs, script, *args, env=None, tmp_path, timeout=60):
 pytestmark = [pytest.mark.mpi, pytest.mark.timeout(300)]
 
 # Operations during which the last rank is SIGKILLed.
-LOSS_OPS = ["allreduce-ring", "allreduce-tree", "allreduce-direct", "async", "broadcast",
+LOSS_OPS = ["allreduce-ring", "allreduce-tree", "allreduce-direct", "allreduce-ll", "async",
+            "broadcast",
             "reduce", "allgather", "reduce_scatter", "alltoall", "gather", "scatter",
             "barrier", "recv", "send"]
 

@@ -12,10 +12,16 @@
  *
  * Cost: alpha + (p-1) n beta + (p-1) n gamma.  Declines when the buffer does
  * not fit one chunk.
+ *
+ * Up to 48 bytes with every rank on one host, the same schedule runs over
+ * shared memory's one-line outboxes (rc_shm_allreduce_ll): descriptor and
+ * payload travel in the cache line the readers spin on, one line transfer
+ * per peer instead of the slot ring's head, slot and tail.
  */
 #include <string.h>
 
 #include "../prims.h"
+#include "../transport/transport.h"
 #include "algo.h"
 
 int rc_allreduce_direct_ok(const rc_comm_t *c, uint64_t count, size_t esize) {
@@ -27,6 +33,7 @@ rc_status_t rc_allreduce_direct(rc_comm_t *c, const void *in, void *out, uint64_
     const size_t n = (size_t)count, bytes = n * c->cur.esize;
     const char *self = (const char *)in;
 
+    if (rc_shm_ll_ok(c, bytes)) return rc_shm_allreduce_ll(c, in, out, count);
     for (int k = 1; k < p; k++) RC_CHECK(rc_prim_send(c, (r + k) % p, in, bytes));
     if (in == out && r != 0 && bytes) {
         /* out is about to hold x_0; keep our own contribution aside */

@@ -13,6 +13,7 @@
  * RINGCOMM_HOST_ID, apart):
  *
  *   [header 4 KiB][rank info: 64 B x p][acks: 64 B x p x p]
+ *   [one-line outboxes: 640 B x p]
  *   [lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
  *
  * Lane 0 carries collectives, lane 1 point-to-point messages, so that a
@@ -43,6 +44,29 @@
  * message's flag in the ack line of the (sender, receiver) pair (64 flags,
  * by message number mod 64).  Where the kernel refuses (Yama ptrace_scope,
  * containers), messages stream through the slots as before.
+ *
+ * One-line ("LL") all-reduce (rc_shm_allreduce_ll, for calls of at most
+ * RC_SHM_LL_BYTES when every rank is on this host): each rank owns an
+ * outbox of RC_SHM_LL_LINES 64-byte lines
+ *
+ *   [flag 4 | seq 4 | dtype op coll algo 4 | count 4 | payload 48]
+ *
+ * and writes its contribution to its k-th LL call of the communicator into
+ * line k % RC_SHM_LL_LINES, the flag (k + 1) last with release; every peer
+ * spins on that one line, so the data travels with the flag: one cache-line
+ * transfer per reader instead of head, then slot, then tail.  The
+ * descriptor in the line is checked like a slot message's.  A line is
+ * reused only once every reader's "consumed" counter (own line, single
+ * writer) shows it has finished the call that used it.  The check is
+ * cached, and the cache is fed for free: a peer posts its line of call k
+ * only after storing consumed = k at the end of call k - 1, so having read
+ * every peer's line of call k proves every consumed >= k (acquire on the
+ * flag, release on the post).  The consumed lines are therefore read only
+ * if that proof ever falls short (never, as all-reduce needs every line:
+ * kept as the guard of the invariant), and the fast path touches no line
+ * but the outboxes.  Readers that sleep count themselves in the
+ * owner's ll waiters word (a counter, several readers may sleep on one
+ * line) and the owner wakes them all.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -66,7 +90,7 @@
 #include "../p2p.h"
 #include "transport.h"
 
-#define SHM_MAGIC 0x3130484d53435252ull /* "RRCSMH01" */
+#define SHM_MAGIC 0x3230484d53435252ull /* "RRCSMH02": 02 added the one-line outboxes */
 #define SHM_HDR_BYTES 4096
 #define SHM_SLOT_HDR 32
 
@@ -110,6 +134,24 @@ typedef struct {
     _Alignas(RC_CACHELINE) _Atomic uint32_t tail_waiters;
 } shm_chan_t;
 
+/* One line of a rank's one-line outbox (see the head comment). */
+typedef struct {
+    _Alignas(RC_CACHELINE) _Atomic uint32_t flag; /* k + 1 for the owner's k-th LL call */
+    uint32_t seq;                                 /* the call's comm->cur.desc */
+    uint8_t dtype, op, coll, algo;
+    uint32_t count;
+    unsigned char payload[RC_SHM_LL_BYTES];
+} shm_ll_line_t;
+_Static_assert(sizeof(shm_ll_line_t) == RC_CACHELINE, "one-line message");
+
+typedef struct {
+    shm_ll_line_t line[RC_SHM_LL_LINES];           /* written by the owner */
+    _Alignas(RC_CACHELINE) _Atomic uint32_t consumed; /* LL calls the owner finished reading */
+    _Atomic uint32_t consumed_waiters;             /* writers asleep on consumed */
+    _Alignas(RC_CACHELINE) _Atomic uint32_t waiters; /* readers asleep on a line's flag */
+} shm_ll_t;
+_Static_assert(sizeof(shm_ll_t) == (RC_SHM_LL_LINES + 2) * RC_CACHELINE, "one-line outbox");
+
 typedef struct {
     shm_chan_t *ch;
     char *slots;
@@ -137,6 +179,9 @@ struct rc_shm {
     int *g2l;      /* [global rank] = local index, -1 for ranks elsewhere */
     shm_rankinfo_t *self; /* info[me] */
     int *pidfd;    /* [local index]: pidfd_open of the peer's process (-1: none) */
+    shm_ll_t *ll;  /* [local index]: one-line outboxes */
+    uint32_t ll_k;    /* LL calls made on this communicator (the same on every rank) */
+    uint32_t ll_free; /* cached: LL calls k with k + 1 <= ll_free may write their line */
 };
 
 /* ------------------------------------------------------------------ */
@@ -158,13 +203,20 @@ static void futex_wake(_Atomic uint32_t *addr) {
     syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
+static void futex_wake_all(_Atomic uint32_t *addr) {
+    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
+}
+
 #define SHM_ACK_FLAGS 64 /* per (sender, receiver): one cache line of flags (p2p.c's RC_P2P_MAX_ACKS) */
 
 static size_t shm_acks_off(int p) { return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t); }
 
+static size_t shm_ll_off(int p) { return shm_acks_off(p) + (size_t)p * (size_t)p * SHM_ACK_FLAGS; }
+
+static size_t shm_lanes_off(int p) { return shm_ll_off(p) + (size_t)p * sizeof(shm_ll_t); }
+
 static size_t shm_total_bytes(int p, size_t chan_bytes) {
-    return shm_acks_off(p) + (size_t)p * (size_t)p * SHM_ACK_FLAGS +
-           (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
+    return shm_lanes_off(p) + (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
 }
 
 /* from, to: local indices */
@@ -178,8 +230,7 @@ static _Atomic uint8_t *shm_acks(const rc_comm_t *comm, int from, int to) {
 static shm_chan_t *shm_chan(const rc_comm_t *comm, int lane, int from, int to) {
     const struct rc_shm *s = comm->shm;
     size_t p = (size_t)s->nl, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
-    size_t off = shm_acks_off((int)p) + p * p * SHM_ACK_FLAGS +
-                 (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
+    size_t off = shm_lanes_off((int)p) + (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
     return (shm_chan_t *)((char *)s->base + off);
 }
 
@@ -337,10 +388,13 @@ static rc_status_t shm_wait_side_work(rc_comm_t *comm, const char *doing) {
     return RC_OK;
 }
 
-/* Wait until *word != seen (what = "receive from" / "send to"). */
+/* Wait until *word != seen (what = "receive from" / "send to").  *waiters
+ * counts the sleepers (several readers may sleep on one word).  `extra`
+ * (NULL: none) runs with the slow checks: a failure only the caller can see. */
+typedef rc_status_t (*shm_wait_check_fn)(rc_comm_t *comm, int peer);
 static rc_status_t __attribute__((noinline))
 shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen,
-                _Atomic uint32_t *waiters, const char *what) {
+                _Atomic uint32_t *waiters, const char *what, shm_wait_check_fn extra) {
     struct rc_shm *s = comm->shm;
     for (uint32_t i = 0; i < s->spin; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
@@ -358,15 +412,23 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         if (i < s->yields) {
             sched_yield();
         } else {
-            atomic_store_explicit(waiters, 1, memory_order_seq_cst);
+            atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
             if (atomic_load_explicit(word, memory_order_seq_cst) == seen)
                 futex_wait(word, seen, 2000000L); /* 2 ms: re-check flags then */
-            atomic_store_explicit(waiters, 0, memory_order_relaxed);
+            atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
         }
+        /* A failure recorded by a rank that got past this step (it saw our
+         * peer's post first, e.g. a mismatch in the next call): the post is
+         * visible now, so this step completes; the failure shows at the next
+         * wait.  (Word re-read after the record: no window between them.) */
+        if (RC_UNLIKELY(atomic_load_explicit(&s->hdr->abort_state, memory_order_acquire) == 2) &&
+            atomic_load_explicit(word, memory_order_acquire) != seen)
+            return RC_OK;
         RC_CHECK(shm_check_abort(comm));
         RC_CHECK(shm_wait_side_work(comm, doing));
         double now = rc_now();
         if (now >= next_check) {
+            if (extra) RC_CHECK(extra(comm, peer));
             RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
             rc_desc_t later;
             /* the peer's later call seen (acquire) and still nothing here:
@@ -400,7 +462,7 @@ static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **
         if (e->pos - e->other < comm->nslots) break;
         if (!wait) return RC_INPROGRESS;
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->tail, e->other, &e->ch->tail_waiters,
-                                 "send to"));
+                                 "send to", NULL));
     }
     char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
     *buf = slot + SHM_SLOT_HDR;
@@ -430,7 +492,7 @@ static rc_status_t shm_recv_acquire(rc_comm_t *comm, int lane, int peer, const v
         if (e->other != e->pos) break;
         if (!wait) return RC_INPROGRESS;
         RC_CHECK(shm_wait_change(comm, peer, &e->ch->head, e->pos, &e->ch->head_waiters,
-                                 "receive from"));
+                                 "receive from", NULL));
     }
     const char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
     memcpy(d, slot, sizeof *d);
@@ -445,6 +507,129 @@ static void shm_recv_release(rc_comm_t *comm, int lane, int peer) {
     if (RC_UNLIKELY(atomic_load_explicit(&e->ch->tail_waiters, memory_order_seq_cst)))
         futex_wake(&e->ch->tail);
     if (lane == RC_LANE_P2P) shm_ring(comm, peer);
+}
+
+/* ---- one-line all-reduce (see the head comment) ---- */
+
+int rc_shm_ll_ok(const rc_comm_t *c, size_t bytes) {
+    /* comm->tp is the shared-memory table itself only when every peer is on
+     * this host (mux.c), so local indices are the global ranks */
+    return c->tp == &rc_transport_shm && c->size >= 2 && bytes <= RC_SHM_LL_BYTES && c->shm &&
+           c->shm->nl == c->size;
+}
+
+static void shm_ll_desc(const shm_ll_line_t *l, rc_desc_t *d) {
+    memset(d, 0, sizeof *d);
+    d->seq = l->seq;
+    d->coll = l->coll;
+    d->dtype = l->dtype;
+    d->op = l->op;
+    d->algo = l->algo;
+    d->count = l->count;
+    d->root = -1;
+}
+
+static rc_status_t __attribute__((noinline))
+shm_ll_mismatch(rc_comm_t *c, int peer, const rc_desc_t *theirs) {
+    char mine[160], theirs_s[160];
+    rc_desc_format(&c->cur.desc, mine, sizeof mine);
+    rc_desc_format(theirs, theirs_s, sizeof theirs_s);
+    return rc_comm_fail(c, RC_ERR_MISMATCH,
+                        "collective mismatch: rank %d called %s but rank %d called %s",
+                        c->rank, mine, peer, theirs_s);
+}
+
+/* While waiting for `peer`'s line: a peer whose part of a different
+ * collective was only sending (a broadcast root) may have moved on, so its
+ * published descriptor no longer shows the call; the message it left in
+ * our collective slot ring does (this call reads no slot, so the oldest
+ * unread message is from this call or a later one). */
+static rc_status_t shm_ll_peek_slots(rc_comm_t *c, int peer) {
+    struct rc_shm *s = c->shm;
+    shm_end_t *e = &s->rx[RC_LANE_COLL * c->size + peer];
+    if (atomic_load_explicit(&e->ch->head, memory_order_acquire) == e->pos) return RC_OK;
+    rc_desc_t d;
+    memcpy(&d, e->slots + (size_t)(e->pos % c->nslots) * s->slot_stride, sizeof d);
+    if (d.seq != c->cur.desc.seq || rc_desc_equal(&d, &c->cur.desc)) return RC_OK;
+    return shm_ll_mismatch(c, peer, &d);
+}
+
+/* Before writing the line of call `want - 1`: every reader has finished
+ * the call that last used it (consumed >= want - RC_SHM_LL_LINES). */
+static rc_status_t __attribute__((noinline)) shm_ll_reclaim(rc_comm_t *c, uint32_t want) {
+    struct rc_shm *s = c->shm;
+    uint32_t need = want - RC_SHM_LL_LINES, lowest = 0;
+    int first = 1;
+    for (int q = 0; q < s->nl; q++) {
+        if (q == s->me) continue;
+        _Atomic uint32_t *w = &s->ll[q].consumed;
+        uint32_t v = atomic_load_explicit(w, memory_order_acquire);
+        while ((int32_t)(v - need) < 0) {
+            RC_CHECK(shm_wait_change(c, q, w, v, &s->ll[q].consumed_waiters, "send to", NULL));
+            v = atomic_load_explicit(w, memory_order_acquire);
+        }
+        if (first || (int32_t)(v - lowest) < 0) lowest = v;
+        first = 0;
+    }
+    s->ll_free = lowest + RC_SHM_LL_LINES;
+    return RC_OK;
+}
+
+rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_t count) {
+    struct rc_shm *s = c->shm;
+    const int p = s->nl, me = s->me;
+    const size_t n = (size_t)count, bytes = n * c->cur.esize;
+    const uint32_t k = s->ll_k++, want = k + 1, idx = k % RC_SHM_LL_LINES;
+    const rc_desc_t *cur = &c->cur.desc;
+
+    if (RC_UNLIKELY((int32_t)(s->ll_free - want) < 0)) RC_CHECK(shm_ll_reclaim(c, want));
+    shm_ll_t *ob = &s->ll[me];
+    shm_ll_line_t *mine = &ob->line[idx];
+    mine->seq = cur->seq;
+    mine->dtype = cur->dtype;
+    mine->op = cur->op;
+    mine->coll = cur->coll;
+    mine->algo = cur->algo;
+    mine->count = (uint32_t)cur->count;
+    if (bytes) memcpy(mine->payload, in, bytes);
+    /* seq_cst store then load: pairs with a sleeping reader's waiters
+     * increment + flag load (as head / head_waiters) */
+    atomic_store_explicit(&mine->flag, want, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&ob->waiters, memory_order_seq_cst)))
+        futex_wake_all(&mine->flag);
+
+    /* Every contribution from the lines (our own too, so in == out needs no
+     * copy aside), reduced in rank order 0..p-1 like allreduce_direct.c:
+     * bitwise the same result on every rank and on either path. */
+    for (int q = 0; q < p; q++) {
+        const shm_ll_line_t *l = &s->ll[q].line[idx];
+        if (q != me) {
+            uint32_t f = atomic_load_explicit(&l->flag, memory_order_acquire);
+            while (RC_UNLIKELY(f != want)) {
+                RC_CHECK(shm_wait_change(c, q, (_Atomic uint32_t *)&l->flag, f, &s->ll[q].waiters,
+                                         "receive from", shm_ll_peek_slots));
+                f = atomic_load_explicit(&l->flag, memory_order_acquire);
+            }
+            if (RC_UNLIKELY(l->seq != cur->seq || l->coll != cur->coll ||
+                            l->dtype != cur->dtype || l->op != cur->op ||
+                            l->algo != cur->algo || l->count != cur->count)) {
+                rc_desc_t theirs;
+                shm_ll_desc(l, &theirs);
+                return shm_ll_mismatch(c, q, &theirs);
+            }
+        }
+        if (!n) continue;
+        if (q == 0) memcpy(out, l->payload, bytes);
+        else c->cur.reduce(out, out, l->payload, n);
+    }
+    if (c->cur.scale && n) c->cur.scale(out, n, (double)p);
+    /* every peer's post of call k: each has finished call k - 1 */
+    s->ll_free = k + RC_SHM_LL_LINES;
+
+    atomic_store_explicit(&ob->consumed, want, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&ob->consumed_waiters, memory_order_seq_cst)))
+        futex_wake_all(&ob->consumed);
+    return RC_OK;
 }
 
 static uint32_t shm_events(rc_comm_t *comm) {
@@ -777,6 +962,9 @@ static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
     if (s->me == 0) RC_CHECK(shm_make(comm, stride, chan, shm_total_bytes(p, chan)));
     else RC_CHECK(shm_open_made(comm, &addrs[s->l2g[0]]));
     s->self = &s->info[s->me];
+    s->ll = (shm_ll_t *)((char *)s->base + shm_ll_off(p));
+    s->ll_k = 0;
+    s->ll_free = RC_SHM_LL_LINES; /* fresh lines: calls 0 .. RC_SHM_LL_LINES - 1 */
     for (int lane = 0; lane < RC_NLANES; lane++) {
         for (int q = 0; q < p; q++) {
             int g = s->l2g[q];

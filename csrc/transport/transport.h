@@ -149,6 +149,17 @@ rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int
                                const char *via, const char *basis,
                                void (*stragglers)(rc_comm_t *, char *, size_t), int *warned);
 
+/* shm.c: all-reduce of at most RC_SHM_LL_BYTES through one 64-byte line
+ * per rank (flag, descriptor and payload together; see shm.c's head
+ * comment), for allreduce_direct.c.  rc_shm_ll_ok: the call may take it
+ * (every peer on this host, p >= 2, small enough); the same answer on every
+ * rank for the same call.  rc_shm_allreduce_ll: reduces in rank order like
+ * the slot path, same results bit for bit. */
+#define RC_SHM_LL_LINES 8  /* lines per rank's outbox (reused in turn) */
+#define RC_SHM_LL_BYTES 48 /* payload bytes in a line */
+int rc_shm_ll_ok(const rc_comm_t *c, size_t bytes);
+rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_t count);
+
 /* The transport table, in order of preference (NULL-terminated). */
 extern const rc_transport_ops_t *const rc_transports[];
 

@@ -25,7 +25,9 @@ def operation(comm, name):
     p, r = comm.size, comm.rank
     x = np.full(COUNT, r + 1.0, np.float32)
     big = np.zeros(COUNT * p, np.float32)
-    if name.startswith("allreduce-"):
+    if name == "allreduce-ll":  # 8 bytes: the one-line shared-memory path
+        comm.allreduce(np.full(2, r + 1.0, np.float32), algorithm="direct")
+    elif name.startswith("allreduce-"):
         comm.allreduce(x, algorithm=name.split("-", 1)[1])
     elif name == "async":
         comm.allreduce(x, async_op=True).wait()
