@@ -64,16 +64,26 @@ static const rc_tune_key_t keys[RC_NUM_TUNE] = {
                                  131072, 2719657},
     [RC_TUNE_BC_SAG_MIN] = {"broadcast_scatter_allgather_min",
                             "RINGCOMM_BROADCAST_SCATTER_ALLGATHER_MIN", 0, 0},
-    /* derived: binomial always (1 GiB) at 2 and 4 ranks; kept at the old one
-     * chunk because binomial reduce misses a root mismatch (a rank returns
-     * normally: tests/mpi/mismatch.py reduce_root at 4 ranks, 800 KB) */
-    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 131072,
-                                 524288},
-    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 1024,
-                               101060},
-    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 0, 9147842},
+    /* tune runs at 2 and 4 ranks derived binomial up to 1 MB-1 GiB; the
+     * bench (2026-11-27, quiet VM): binomial <= rs_gather at every size at 2
+     * ranks, 1.3-2.4x faster to 4 MiB and even from 16 MiB at 4 ranks.  1 MiB
+     * for both: from 8 ranks on, binomial's log2(p) full-size levels lose to
+     * rs_gather's 2n for large calls.  (Was one chunk while binomial reduce
+     * missed a root mismatch; rc_comm_peer_left catches it now.) */
+    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 1048576,
+                                 1048576},
+    /* All-gather and reduce-scatter, from the quiet runs of 2026-11-27
+     * (load 0.8-2): at 2 ranks both tune runs derived direct to 71-85 KB
+     * then cma, and the validation of the old defaults (direct to 1 KiB,
+     * ring, no cma) measured direct 3-5x faster than ring at 8-128 KiB and
+     * cma 1.2-5x faster from 512 KiB; at 4 ranks direct all-gather beat ring
+     * up to 2 MiB (4.6x at 128 KiB; the runs derived 1.6-2.3 MB) and direct
+     * reduce-scatter beat ring at 16 B-32 KiB (1.3-7.5x; derived 143-240 KB). */
+    [RC_TUNE_AG_DIRECT_MAX] = {"allgather_direct_max", "RINGCOMM_ALLGATHER_DIRECT_MAX", 131072,
+                               2097152},
+    [RC_TUNE_AG_CMA_MIN] = {"allgather_cma_min", "RINGCOMM_ALLGATHER_CMA_MIN", 131073, 9147842},
     [RC_TUNE_RS_DIRECT_MAX] = {"reduce_scatter_direct_max", "RINGCOMM_REDUCE_SCATTER_DIRECT_MAX",
-                               0, 0},
+                               0, 131072},
     [RC_TUNE_A2A_CMA_MIN] = {"alltoall_cma_min", "RINGCOMM_ALLTOALL_CMA_MIN", 0, 9147842},
 };
 
