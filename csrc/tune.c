@@ -64,14 +64,15 @@ static const rc_tune_key_t keys[RC_NUM_TUNE] = {
                                  131072, 2719657},
     [RC_TUNE_BC_SAG_MIN] = {"broadcast_scatter_allgather_min",
                             "RINGCOMM_BROADCAST_SCATTER_ALLGATHER_MIN", 0, 0},
-    /* tune runs at 2 and 4 ranks derived binomial up to 1 MB-1 GiB; the
-     * bench (2026-11-27, quiet VM): binomial <= rs_gather at every size at 2
-     * ranks, 1.3-2.4x faster to 4 MiB and even from 16 MiB at 4 ranks.  1 MiB
-     * for both: from 8 ranks on, binomial's log2(p) full-size levels lose to
-     * rs_gather's 2n for large calls.  (Was one chunk while binomial reduce
-     * missed a root mismatch; rc_comm_peer_left catches it now.) */
-    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 1048576,
-                                 1048576},
+    /* Derived: binomial up to 1 MB-1 GiB at 2 and 4 ranks (the bench on the
+     * quiet VM: binomial <= rs_gather at every size at 2 ranks, 1.3-2.4x
+     * faster to 4 MiB at 4 ranks).  Kept at one chunk: with mismatched
+     * roots a binomial reduce that blocks no rank (at most nslots chunks per
+     * link) can return normally on some ranks, even through a following
+     * barrier (tests/mpi/mismatch.py reduce_root, 800 KB); rs_gather
+     * catches it.  (A blocked one is caught: rc_comm_peer_left.) */
+    [RC_TUNE_RD_BINOMIAL_MAX] = {"reduce_binomial_max", "RINGCOMM_REDUCE_BINOMIAL_MAX", 131072,
+                                 524288},
     /* All-gather and reduce-scatter, from the quiet runs of 2026-11-27
      * (load 0.8-2): at 2 ranks both tune runs derived direct to 71-85 KB
      * then cma, and the validation of the old defaults (direct to 1 KiB,

@@ -400,7 +400,7 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
         cpu_relax();
     }
-    double t0 = rc_now(), next_check = t0;
+    double t0 = rc_now(), next_check = t0, ahead_since = 0;
     int warned = 0;
     char doing_buf[64], *doing = NULL;
     if (comm->ntps > 1) {
@@ -432,10 +432,15 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
             RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
             rc_desc_t later;
             /* the peer's later call seen (acquire) and still nothing here:
-             * what it did in this call is complete, and it was not this */
+             * what it did in this call is complete, and it was not this.
+             * After 0.2 s: a rank that received the peer's part of the call
+             * names both calls, which this rank cannot (its text wins). */
             if (shm_peer_left(comm, peer, &later) &&
-                atomic_load_explicit(word, memory_order_acquire) == seen)
-                return rc_comm_peer_left(comm, peer, what, &later);
+                atomic_load_explicit(word, memory_order_acquire) == seen) {
+                if (ahead_since == 0) ahead_since = now;
+                else if (now - ahead_since >= 0.2)
+                    return rc_comm_peer_left(comm, peer, what, &later);
+            }
             next_check = now + 0.05;
         }
     }
@@ -529,16 +534,6 @@ static void shm_ll_desc(const shm_ll_line_t *l, rc_desc_t *d) {
     d->root = -1;
 }
 
-static rc_status_t __attribute__((noinline))
-shm_ll_mismatch(rc_comm_t *c, int peer, const rc_desc_t *theirs) {
-    char mine[160], theirs_s[160];
-    rc_desc_format(&c->cur.desc, mine, sizeof mine);
-    rc_desc_format(theirs, theirs_s, sizeof theirs_s);
-    return rc_comm_fail(c, RC_ERR_MISMATCH,
-                        "collective mismatch: rank %d called %s but rank %d called %s",
-                        c->rank, mine, peer, theirs_s);
-}
-
 /* While waiting for `peer`'s line: a peer whose part of a different
  * collective was only sending (a broadcast root) may have moved on, so its
  * published descriptor no longer shows the call; the message it left in
@@ -551,7 +546,7 @@ static rc_status_t shm_ll_peek_slots(rc_comm_t *c, int peer) {
     rc_desc_t d;
     memcpy(&d, e->slots + (size_t)(e->pos % c->nslots) * s->slot_stride, sizeof d);
     if (d.seq != c->cur.desc.seq || rc_desc_equal(&d, &c->cur.desc)) return RC_OK;
-    return shm_ll_mismatch(c, peer, &d);
+    return rc_comm_mismatch(c, peer, &d);
 }
 
 /* Before writing the line of call `want - 1`: every reader has finished
@@ -615,7 +610,7 @@ rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_
                             l->algo != cur->algo || l->count != cur->count)) {
                 rc_desc_t theirs;
                 shm_ll_desc(l, &theirs);
-                return shm_ll_mismatch(c, q, &theirs);
+                return rc_comm_mismatch(c, q, &theirs);
             }
         }
         if (!n) continue;
