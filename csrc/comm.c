@@ -323,13 +323,21 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...) 
  * within it, so the ranks disagreed on the call: a tree rooted elsewhere
  * (binomial reduce with another root: a leaf sends and returns, its parent
  * may be a rank that never receives), another count or algorithm.  The
- * transport calls this once it is sure nothing of the call is in flight. */
+ * transport calls rc_comm_peer_left at each slow check while it sees that
+ * and nothing of the call arrived; it fails once the peer has been seen
+ * ahead for `grace` seconds (*since: when first seen, 0 before): time for
+ * messages still in flight, or for a rank that saw the peer's part of the
+ * call to name both calls. */
 int rc_comm_peer_is_ahead(const rc_comm_t *comm, const rc_desc_t *later) {
     return comm->cur.desc.coll != RC_COLL_NONE && later->coll != RC_COLL_NONE &&
            (int32_t)(later->seq - comm->cur.desc.seq) > 0;
 }
 
-rc_status_t rc_comm_peer_left(rc_comm_t *comm, int peer, const char *what, const rc_desc_t *later) {
+rc_status_t rc_comm_peer_left(rc_comm_t *comm, int peer, const char *what, const rc_desc_t *later,
+                              double *since, double grace) {
+    double now = rc_now();
+    if (*since == 0) *since = now;
+    if (now - *since < grace) return RC_OK;
     char mine[160], their[160];
     rc_desc_format(&comm->cur.desc, mine, sizeof mine);
     rc_desc_format(later, their, sizeof their);

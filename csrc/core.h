@@ -238,8 +238,10 @@ rc_status_t rc_comm_fail(rc_comm_t *comm, rc_status_t st, const char *fmt, ...)
  * "collective mismatch: rank R called X but rank Q called Y". */
 rc_status_t rc_comm_mismatch(rc_comm_t *comm, int other_rank, const rc_desc_t *theirs);
 /* The awaited peer is in a later collective (rc_comm_peer_is_ahead): the
- * mismatch failure that says so (comm.c). */
+ * mismatch failure that says so, once it has lasted `grace` seconds
+ * (*since: when first seen, 0 before; RC_OK until then) (comm.c). */
 int rc_comm_peer_is_ahead(const rc_comm_t *comm, const rc_desc_t *later);
-rc_status_t rc_comm_peer_left(rc_comm_t *comm, int peer, const char *what, const rc_desc_t *later);
+rc_status_t rc_comm_peer_left(rc_comm_t *comm, int peer, const char *what, const rc_desc_t *later,
+                              double *since, double grace);
 
 #endif /* RC_CORE_H */

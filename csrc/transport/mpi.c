@@ -387,11 +387,8 @@ static rc_status_t mpi_wait_step(rc_comm_t *comm, int peer, const char *what, mp
     /* The peer's state says it is in a later call.  Its messages of this
      * one may still be in flight (MPI orders only a tag's messages), so
      * give them a second before calling it a mismatch. */
-    if (rc_comm_peer_is_ahead(comm, &s->known[peer])) {
-        if (w->ahead_since == 0) w->ahead_since = now;
-        else if (now - w->ahead_since > 1.0)
-            return rc_comm_peer_left(comm, peer, what, &s->known[peer]);
-    }
+    if (rc_comm_peer_is_ahead(comm, &s->known[peer]))
+        RC_CHECK(rc_comm_peer_left(comm, peer, what, &s->known[peer], &w->ahead_since, 1.0));
     return rc_comm_wait_check(comm, w->t0, what, peer, " over MPI",
                               "by their messages and state answers; ", mpi_stragglers, &w->warned);
 }

@@ -436,11 +436,8 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
              * After 0.2 s: a rank that received the peer's part of the call
              * names both calls, which this rank cannot (its text wins). */
             if (shm_peer_left(comm, peer, &later) &&
-                atomic_load_explicit(word, memory_order_acquire) == seen) {
-                if (ahead_since == 0) ahead_since = now;
-                else if (now - ahead_since >= 0.2)
-                    return rc_comm_peer_left(comm, peer, what, &later);
-            }
+                atomic_load_explicit(word, memory_order_acquire) == seen)
+                RC_CHECK(rc_comm_peer_left(comm, peer, what, &later, &ahead_since, 0.2));
             next_check = now + 0.05;
         }
     }

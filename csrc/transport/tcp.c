@@ -775,7 +775,7 @@ tcp_wait(rc_comm_t *comm, int peer, int lane, int send) {
     struct rc_tcp *t = comm->tcp;
     tcp_peer_t *p = &t->peers[peer];
     const char *what = send ? "send to" : "receive from";
-    double t0 = 0, next_check = 0;
+    double t0 = 0, next_check = 0, ahead_since = 0;
     int warned = 0;
     for (int i = 0;; i++) {
         int moved;
@@ -810,7 +810,7 @@ tcp_wait(rc_comm_t *comm, int peer, int lane, int send) {
              * still wait, what it did in this call was not this */
             if (p->have_last && rc_comm_peer_is_ahead(comm, &p->last) &&
                 !tcp_ready(comm, p, lane, send))
-                return rc_comm_peer_left(comm, peer, what, &p->last);
+                RC_CHECK(rc_comm_peer_left(comm, peer, what, &p->last, &ahead_since, 0));
             next_check = now + 0.05;
         }
         tcp_poll(comm, 50, 0);
