@@ -276,6 +276,8 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     comm->chunk_bytes = addrs[0].chunk_given ? addrs[0].chunk_bytes
                         : comm->oversubscribed ? RC_DEFAULT_CHUNK_OVER : RC_DEFAULT_CHUNK;
     comm->nslots = addrs[0].nslots;
+    if (!addrs[0].chunk_given)
+        comm->chunk_bytes = rc_shm_fit_chunk(addrs, comm->size, comm->chunk_bytes, comm->nslots);
     comm->algo_env = addrs[0].algo_env;
     comm->stream_min = addrs[0].stream_min;
     rc_tune_adopt(comm, &addrs[0].tune.t);

@@ -103,14 +103,18 @@ HDR = struct.Struct("<QIIQQQQi4xQQQIiii1024s")
 NUM_ALGOS = 1 + len({a for c in ("allreduce", "broadcast", "reduce", "allgather",
                                  "reduce_scatter", "alltoall", "gather", "scatter", "barrier")
                      for a in ringcomm.algorithms(c)})
-MAGIC = 0x3230484D53435252  # "RRCSMH02"
+MAGIC = 0x3330484D53435252  # "RRCSMH03"
 
 
-def layout(p, nslots, chunk):
-    stride = (32 + chunk + 63) // 64 * 64
-    chan = 256 + nslots * stride
-    # header, rank info, acks, one-line outboxes (8 lines + consumed + waiters), lanes
-    return stride, chan, 4096 + p * 64 + p * p * 64 + p * 640 + 2 * p * p * chan
+def layout(p, nslots, chunk, cells=(16, 8)):
+    """csrc/transport/shm.h: cell stride, FIFO bytes, segment bytes."""
+    stride = (chunk + 63) // 64 * 64
+    fifo = 256 + nslots * 32
+    up = lambda x: (x + 4095) // 4096 * 4096  # noqa: E731
+    pool = up(2 * 64 + (cells[0] + cells[1]) * stride)
+    # header, rank info, acks, one-line outboxes (8 lines + consumed + waiters),
+    # FIFOs (2 lanes x p x p), then every rank's pools (page aligned)
+    return stride, fifo, up(4096 + p * 64 + p * p * 64 + p * 640 + 2 * p * p * fifo) + p * pool
 
 
 @FAST
@@ -127,7 +131,7 @@ def test_shm_header(p, nslots, chunk, algo, hdr_p, tweak):
     chan += tweak == "chan"
     total += 4096 * (tweak == "total")
     mapped = total + 64 * (tweak == "mapped")
-    hdr = HDR.pack(magic, hdr_p, nslots, chunk, stride, chan, total, algo, 0, 0, 0, 0, 0, 0, 0,
+    hdr = HDR.pack(magic, hdr_p, nslots, chunk, stride, chan, total, algo, 16, 8, 0, 0, 0, 0, 0,
                    b"")
     # the check sees the header at the start of a mapping of `mapped` bytes;
     # only the header bytes are passed, the size travels separately

@@ -1,223 +1,24 @@
-/* shm.c - same-host transport through one POSIX shared-memory segment.
- *
- * The segment serves the ranks of one host only (those comm.c routes to
- * this transport, plus this rank): p below is their count and every index
- * inside the segment is a *local* index 0..p-1 (the ranks in global order);
- * the transport's entry points take global ranks and map them (g2l / l2g),
- * and every message names global ranks.
- *
- * Layout of the segment "/ringcomm-<token>-<hash of the host identity>"
- * (created at connect by the host's lowest rank, 0600, O_EXCL, the others
- * open it with retries; unlinked by the last rank to map it, so a crash
- * leaves nothing behind; the hash keeps simulated hosts on one machine,
- * RINGCOMM_HOST_ID, apart):
- *
- *   [header 4 KiB][rank info: 64 B x p][acks: 64 B x p x p]
- *   [one-line outboxes: 640 B x p]
- *   [lane 0: channel 0->0 ... p-1->p-1][lane 1: ...]
- *
- * Lane 0 carries collectives, lane 1 point-to-point messages, so that a
- * pending send never sits in front of a collective's chunks.  A channel
- * (one per lane and ordered rank pair) is a single-producer single-consumer
- * ring of `nslots` slots of `chunk_bytes` payload:
- *
- *   line 0: head          (messages posted, written by the sender)
- *   line 1: head_waiters  (receiver sleeps on head: sender must FUTEX_WAKE)
- *   line 2: tail          (messages consumed, written by the receiver)
- *   line 3: tail_waiters  (sender sleeps on tail)
- *   slots:  [rc_desc_t 24 B | pad to 32 | payload chunk_bytes] x nslots
- *
- * Counters are 32-bit and wrap; only differences are compared.  The receiver
- * reads (or reduces) straight out of the slot: no staging copy.  Waits spin
- * with `pause`, then sched_yield, then sleep on a futex with a short timeout
- * so that the abort flag, peer liveness and the deadline are checked.
- *
- * Each rank's info line also holds a doorbell: a counter that moves when a
- * point-to-point message arrives for the rank or a p2p slot it filled is
- * freed, so the p2p engine can sleep on one futex for all its peers.
- *
- * Single copy (CMA): at connect every rank checks with process_vm_readv that
- * it may read each peer's memory (a probe word whose address it publishes)
- * and publishes the mask of peers it can read.  Large point-to-point
- * messages then go as a 16-byte "ready to send" (address, length): the
- * receiver reads the sender's buffer straight into its own and sets the
- * message's flag in the ack line of the (sender, receiver) pair (64 flags,
- * by message number mod 64).  Where the kernel refuses (Yama ptrace_scope,
- * containers), messages stream through the slots as before.
- *
- * One-line ("LL") all-reduce (rc_shm_allreduce_ll, for calls of at most
- * RC_SHM_LL_BYTES when every rank is on this host): each rank owns an
- * outbox of RC_SHM_LL_LINES 64-byte lines
- *
- *   [flag 4 | seq 4 | dtype op coll algo 4 | count 4 | payload 48]
- *
- * and writes its contribution to its k-th LL call of the communicator into
- * line k % RC_SHM_LL_LINES, the flag (k + 1) last with release; every peer
- * spins on that one line, so the data travels with the flag: one cache-line
- * transfer per reader instead of head, then slot, then tail.  The
- * descriptor in the line is checked like a slot message's.  A line is
- * reused only once every reader's "consumed" counter (own line, single
- * writer) shows it has finished the call that used it.  The check is
- * cached, and the cache is fed for free: a peer posts its line of call k
- * only after storing consumed = k at the end of call k - 1, so having read
- * every peer's line of call k proves every consumed >= k (acquire on the
- * flag, release on the post).  The consumed lines are therefore read only
- * if that proof ever falls short (never, as all-reduce needs every line:
- * kept as the guard of the invariant), and the fast path touches no line
- * but the outboxes.  Readers that sleep count themselves in the
- * owner's ll waiters word (a counter, several readers may sleep on one
- * line) and the owner wakes them all.
+/* shm.c - same-host transport through one POSIX shared-memory segment:
+ * the waits and their failure checks, the data path over per-rank cell
+ * pools and per-pair FIFOs (the layout and the protocol: shm.h's head
+ * comment), the p2p events, and single copy.  Making and attaching the
+ * segment: shm_setup.c; the one-line all-reduce: shm_ll.c.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+#include "shm.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
-#include <sys/mman.h>
 #include <sys/uio.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "../p2p.h"
-#include "transport.h"
 
-#define SHM_MAGIC 0x3230484d53435252ull /* "RRCSMH02": 02 added the one-line outboxes */
-#define SHM_HDR_BYTES 4096
-#define SHM_SLOT_HDR 32
-
-typedef struct {
-    uint64_t magic;
-    uint32_t size;
-    uint32_t nslots;
-    uint64_t chunk_bytes;
-    uint64_t slot_stride;
-    uint64_t chan_bytes;
-    uint64_t total_bytes;
-    int32_t algo_env; /* rank 0's communicator-wide tuning */
-    uint64_t unused0, unused1; /* were auto thresholds (kept: the layout is fuzzed) */
-    uint64_t stream_min;
-    _Atomic uint32_t attached;
-    _Atomic int32_t abort_state; /* 0 none, 1 being written, 2 set */
-    int32_t abort_status;
-    int32_t abort_rank;
-    char abort_msg[1024];
-    _Atomic uint32_t probed; /* ranks that published their single-copy mask */
-    rc_tune_t tune;          /* rank 0's "auto" thresholds */
-} shm_hdr_t;
-_Static_assert(sizeof(shm_hdr_t) <= SHM_HDR_BYTES, "shm header");
-
-typedef struct {
-    _Atomic int32_t pid;
-    _Atomic uint32_t pub; /* seqlock: odd while desc is being written */
-    rc_desc_t desc;
-    _Atomic uint32_t bell;         /* p2p doorbell (see the head comment) */
-    _Atomic uint32_t bell_waiters; /* the owner sleeps on bell: FUTEX_WAKE it */
-    uint64_t probe_addr;           /* CMA probe word in this rank's memory */
-    _Atomic uint64_t cma_mask;     /* bit q: this rank can read rank q's memory */
-    char pad[RC_CACHELINE - 32 - sizeof(rc_desc_t)];
-} shm_rankinfo_t;
-_Static_assert(sizeof(shm_rankinfo_t) == RC_CACHELINE, "rank info");
-
-typedef struct {
-    _Alignas(RC_CACHELINE) _Atomic uint32_t head;
-    _Alignas(RC_CACHELINE) _Atomic uint32_t head_waiters;
-    _Alignas(RC_CACHELINE) _Atomic uint32_t tail;
-    _Alignas(RC_CACHELINE) _Atomic uint32_t tail_waiters;
-} shm_chan_t;
-
-/* One line of a rank's one-line outbox (see the head comment). */
-typedef struct {
-    _Alignas(RC_CACHELINE) _Atomic uint32_t flag; /* k + 1 for the owner's k-th LL call */
-    uint32_t seq;                                 /* the call's comm->cur.desc */
-    uint8_t dtype, op, coll, algo;
-    uint32_t count;
-    unsigned char payload[RC_SHM_LL_BYTES];
-} shm_ll_line_t;
-_Static_assert(sizeof(shm_ll_line_t) == RC_CACHELINE, "one-line message");
-
-typedef struct {
-    shm_ll_line_t line[RC_SHM_LL_LINES];           /* written by the owner */
-    _Alignas(RC_CACHELINE) _Atomic uint32_t consumed; /* LL calls the owner finished reading */
-    _Atomic uint32_t consumed_waiters;             /* writers asleep on consumed */
-    _Alignas(RC_CACHELINE) _Atomic uint32_t waiters; /* readers asleep on a line's flag */
-} shm_ll_t;
-_Static_assert(sizeof(shm_ll_t) == (RC_SHM_LL_LINES + 2) * RC_CACHELINE, "one-line outbox");
-
-typedef struct {
-    shm_chan_t *ch;
-    char *slots;
-    uint32_t pos;    /* my counter: messages posted (tx) or consumed (rx) */
-    uint32_t other;  /* last seen value of the other side's counter */
-} shm_end_t;
-
-struct rc_shm {
-    char name[96];
-    void *base;
-    size_t bytes;
-    shm_hdr_t *hdr;
-    shm_rankinfo_t *info;
-    int unlinked;
-    /* indexed by *global* rank (entries of ranks on other hosts unused), so
-     * the data path needs no translation */
-    shm_end_t *tx; /* [lane * size + peer]: channel me -> peer */
-    shm_end_t *rx; /* [lane * size + peer]: channel peer -> me */
-    uint32_t spin;
-    uint32_t yields;
-    size_t slot_stride; /* copied from the header once checked */
-    int nl;        /* ranks on this segment (this host) */
-    int me;        /* this rank's local index */
-    int *l2g;      /* [local index] = global rank */
-    int *g2l;      /* [global rank] = local index, -1 for ranks elsewhere */
-    shm_rankinfo_t *self; /* info[me] */
-    int *pidfd;    /* [local index]: pidfd_open of the peer's process (-1: none) */
-    shm_ll_t *ll;  /* [local index]: one-line outboxes */
-    uint32_t ll_k;    /* LL calls made on this communicator (the same on every rank) */
-    uint32_t ll_free; /* cached: LL calls k with k + 1 <= ll_free may write their line */
-};
-
-/* ------------------------------------------------------------------ */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
-
-static void futex_wait(_Atomic uint32_t *addr, uint32_t val, long ns) {
-    struct timespec ts = {ns / 1000000000L, ns % 1000000000L};
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAIT, val, &ts, NULL, 0);
-}
-
-static void futex_wake(_Atomic uint32_t *addr) {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 1, NULL, NULL, 0);
-}
-
-static void futex_wake_all(_Atomic uint32_t *addr) {
-    syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, 0x7fffffff, NULL, NULL, 0);
-}
-
-#define SHM_ACK_FLAGS 64 /* per (sender, receiver): one cache line of flags (p2p.c's RC_P2P_MAX_ACKS) */
-
-static size_t shm_acks_off(int p) { return SHM_HDR_BYTES + (size_t)p * sizeof(shm_rankinfo_t); }
-
-static size_t shm_ll_off(int p) { return shm_acks_off(p) + (size_t)p * (size_t)p * SHM_ACK_FLAGS; }
-
-static size_t shm_lanes_off(int p) { return shm_ll_off(p) + (size_t)p * sizeof(shm_ll_t); }
-
-static size_t shm_total_bytes(int p, size_t chan_bytes) {
-    return shm_lanes_off(p) + (size_t)RC_NLANES * (size_t)p * (size_t)p * chan_bytes;
-}
+const uint64_t rc_shm_probe_word = 0x52434d4150524f42ull; /* "RCMAPROB" */
 
 /* from, to: local indices */
 static _Atomic uint8_t *shm_acks(const rc_comm_t *comm, int from, int to) {
@@ -226,20 +27,77 @@ static _Atomic uint8_t *shm_acks(const rc_comm_t *comm, int from, int to) {
                                ((size_t)from * (size_t)s->nl + (size_t)to) * SHM_ACK_FLAGS);
 }
 
-/* from, to: local indices */
-static shm_chan_t *shm_chan(const rc_comm_t *comm, int lane, int from, int to) {
-    const struct rc_shm *s = comm->shm;
-    size_t p = (size_t)s->nl, chan = sizeof(shm_chan_t) + comm->nslots * s->slot_stride;
-    size_t off = shm_lanes_off((int)p) + (((size_t)lane * p + (size_t)from) * p + (size_t)to) * chan;
-    return (shm_chan_t *)((char *)s->base + off);
+static void shm_ring_info(shm_rankinfo_t *ri) {
+    atomic_fetch_add_explicit(&ri->bell, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&ri->bell_waiters, memory_order_seq_cst))
+        shm_futex_wake(&ri->bell, 1);
 }
 
-/* FNV-1a: simulated hosts on one machine get different segment names */
-static void shm_name(const rc_comm_t *comm, const char *host, char *buf, size_t len) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *c = (const unsigned char *)host; *c; c++)
-        h = (h ^ *c) * 0x100000001b3ull;
-    snprintf(buf, len, "/ringcomm-%s-%016llx", comm->token, (unsigned long long)h);
+/* ring global rank `rank`'s doorbell */
+static void shm_ring(rc_comm_t *comm, int rank) {
+    shm_ring_info(&comm->shm->info[comm->shm->g2l[rank]]);
+}
+
+/* ---- cells: giving back, draining for a starved owner ---- */
+
+/* Give cell c back to local rank q's pool of the lane. */
+static inline void shm_cell_return(struct rc_shm *s, int q, int lane, uint32_t c) {
+    shm_pool_t *pl = shm_pool(s, q, lane);
+    atomic_fetch_or_explicit(&pl->returned, 1u << c, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&pl->waiters, memory_order_seq_cst)))
+        shm_futex_wake(&pl->returned, 1);
+    if (RC_UNLIKELY(atomic_load_explicit(&pl->starved, memory_order_relaxed)))
+        shm_ring_info(&s->info[q]); /* a p2p engine that could not send sleeps on its bell */
+}
+
+static void *shm_spare_get(struct rc_shm *s, size_t bytes) {
+    void *b = s->spare;
+    if (b) {
+        s->spare = *(void **)b;
+        return b;
+    }
+    return malloc(bytes > sizeof(void *) ? bytes : sizeof(void *));
+}
+
+static void shm_spare_put(struct rc_shm *s, void *b) {
+    *(void **)b = s->spare;
+    s->spare = b;
+}
+
+/* Some rank of this host has no free cell: copy the messages of starved
+ * senders that this rank holds, but has not lent to a caller that may be
+ * using them, into private memory and give their cells back (shm.h). */
+static void __attribute__((noinline)) shm_drain(rc_comm_t *comm) {
+    struct rc_shm *s = comm->shm;
+    for (int q = 0; q < s->nl; q++) {
+        if (q == s->me) continue;
+        for (int lane = 0; lane < RC_NLANES; lane++) {
+            if (!atomic_load_explicit(&shm_pool(s, q, lane)->starved, memory_order_acquire))
+                continue;
+            shm_end_t *e = &s->rx[lane * comm->size + s->l2g[q]];
+            uint32_t head = atomic_load_explicit(&e->f->head, memory_order_acquire);
+            if (head == e->pos) continue;
+            if (!e->copy && !(e->copy = calloc(s->depth, sizeof *e->copy))) return;
+            for (uint32_t pos = e->pos; pos != head && pos - e->pos < s->depth; pos++) {
+                uint32_t k = pos % s->depth;
+                if ((pos == e->pos && e->pinned) || e->copy[k]) continue;
+                const shm_entry_t *en = &e->f->e[k];
+                uint32_t c = en->cell, bytes = en->desc.bytes;
+                /* nonsense is left in place: the receive reports it */
+                if (c >= s->ncells[lane] || bytes > comm->chunk_bytes) continue;
+                void *b = shm_spare_get(s, comm->chunk_bytes);
+                if (!b) return;
+                memcpy(b, shm_cell(s, q, lane, c), bytes);
+                e->copy[k] = b;
+                shm_cell_return(s, q, lane, c);
+            }
+        }
+    }
+}
+
+static inline void shm_drain_if_starving(rc_comm_t *comm) {
+    if (RC_UNLIKELY(atomic_load_explicit(&comm->shm->hdr->starving, memory_order_acquire)))
+        shm_drain(comm);
 }
 
 /* ---- failure paths (slow, out of line) ---- */
@@ -348,10 +206,12 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
     return rc_comm_wait_check(comm, t0, what, peer, "", "", shm_stragglers, warned);
 }
 
-/* Abort record and the liveness of every peer (`doing`: for the message). */
+/* Abort record and the liveness of every peer (`doing`: for the message);
+ * also gives back a starved peer's cells. */
 static rc_status_t shm_health(rc_comm_t *comm, const char *doing) {
     const struct rc_shm *s = comm->shm;
     RC_CHECK(shm_check_abort(comm));
+    shm_drain_if_starving(comm); /* other transports' waits call this: they drain too */
     for (int q = 0; q < s->nl; q++) {
         if (q == s->me) continue;
         pid_t pid;
@@ -391,14 +251,19 @@ static rc_status_t shm_wait_side_work(rc_comm_t *comm, const char *doing) {
 /* Wait until *word != seen (what = "receive from" / "send to").  *waiters
  * counts the sleepers (several readers may sleep on one word).  `extra`
  * (NULL: none) runs with the slow checks: a failure only the caller can see. */
-typedef rc_status_t (*shm_wait_check_fn)(rc_comm_t *comm, int peer);
-static rc_status_t __attribute__((noinline))
-shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen,
-                _Atomic uint32_t *waiters, const char *what, shm_wait_check_fn extra) {
+
+/* Wait until *word != seen (what = "receive from" / "send to").  *waiters
+ * counts the sleepers (several readers may sleep on one word).  `extra`
+ * (NULL: none) runs with the slow checks: a failure only the caller can see.
+ * A rank that waits also drains for a starved peer (shm.h), and says which
+ * word it sleeps on so that such a peer can wake it. */
+rc_status_t __attribute__((noinline))
+rc_shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen,
+                   _Atomic uint32_t *waiters, const char *what, shm_wait_check_fn extra) {
     struct rc_shm *s = comm->shm;
     for (uint32_t i = 0; i < s->spin; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
-        cpu_relax();
+        shm_cpu_relax();
     }
     double t0 = rc_now(), next_check = t0, ahead_since = 0;
     int warned = 0;
@@ -407,15 +272,19 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
         snprintf(doing_buf, sizeof doing_buf, "waiting to %s rank %d", what, peer);
         doing = doing_buf;
     }
+    const uint64_t off = (uint64_t)((char *)word - (char *)s->base);
     for (uint32_t i = 0;; i++) {
         if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
+        shm_drain_if_starving(comm);
         if (i < s->yields) {
             sched_yield();
         } else {
+            atomic_store_explicit(&s->self->sleep_off, off, memory_order_relaxed);
             atomic_fetch_add_explicit(waiters, 1, memory_order_seq_cst);
             if (atomic_load_explicit(word, memory_order_seq_cst) == seen)
-                futex_wait(word, seen, 2000000L); /* 2 ms: re-check flags then */
+                shm_futex_wait(word, seen, 2000000L); /* 2 ms: re-check flags then */
             atomic_fetch_sub_explicit(waiters, 1, memory_order_relaxed);
+            atomic_store_explicit(&s->self->sleep_off, 0, memory_order_relaxed);
         }
         /* A failure recorded by a rank that got past this step (it saw our
          * peer's post first, e.g. a mismatch in the next call): the post is
@@ -445,42 +314,101 @@ shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t seen
 
 /* ---- data path ---- */
 
-static void shm_ring_info(shm_rankinfo_t *ri) {
-    atomic_fetch_add_explicit(&ri->bell, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&ri->bell_waiters, memory_order_seq_cst))
-        futex_wake(&ri->bell);
+static void shm_unstarve(struct rc_shm *s, int lane) {
+    s->starving[lane] = 0;
+    atomic_store_explicit(&shm_pool(s, s->me, lane)->starved, 0, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->hdr->starving, 1, memory_order_seq_cst);
 }
 
-/* ring global rank `rank`'s doorbell */
-static void shm_ring(rc_comm_t *comm, int rank) {
-    shm_ring_info(&comm->shm->info[comm->shm->g2l[rank]]);
+/* Wake the ranks that hold messages of ours and sleep, so that they drain. */
+static void shm_wake_holders(rc_comm_t *comm, int lane) {
+    struct rc_shm *s = comm->shm;
+    for (int q = 0; q < s->nl; q++) {
+        if (q == s->me) continue;
+        shm_end_t *e = &s->tx[lane * comm->size + s->l2g[q]];
+        if (atomic_load_explicit(&e->f->tail, memory_order_relaxed) == e->pos) continue;
+        uint64_t off = atomic_load_explicit(&s->info[q].sleep_off, memory_order_seq_cst);
+        if (off && off % 4 == 0 && off + 4 <= s->bytes)
+            shm_futex_wake((_Atomic uint32_t *)((char *)s->base + off), 0x7fffffff);
+    }
+}
+
+/* No free cell: mark the pool starved (the ranks that hold our messages
+ * copy them out and give the cells back), and wait for a returned cell
+ * unless !wait.  *m: the returned cells. */
+static rc_status_t __attribute__((noinline))
+shm_starve(rc_comm_t *comm, int lane, int peer, int wait, uint32_t *m) {
+    struct rc_shm *s = comm->shm;
+    shm_pool_t *pl = shm_pool(s, s->me, lane);
+    if (!s->starving[lane]) {
+        s->starving[lane] = 1;
+        atomic_store_explicit(&pl->starved, 1, memory_order_seq_cst);
+        atomic_fetch_add_explicit(&s->hdr->starving, 1, memory_order_seq_cst);
+        RC_LOG(RC_TRACE, "rank %d: all %u cells of lane %d are in use: the peers give them back",
+               comm->rank, s->ncells[lane], lane);
+    }
+    for (;;) {
+        *m = atomic_exchange_explicit(&pl->returned, 0, memory_order_acquire);
+        if (*m) break;
+        if (!wait) return RC_INPROGRESS; /* still starved: the releases ring our bell */
+        shm_wake_holders(comm, lane);
+        RC_CHECK(rc_shm_wait_change(comm, peer, &pl->returned, 0, &pl->waiters, "send to", NULL));
+    }
+    shm_unstarve(s, lane);
+    return RC_OK;
+}
+
+/* A cell of ours for the next message of the lane: the lowest free one.
+ * The returned bits are fetched when none is free, or when the lowest free
+ * cell is past the `hot` few that one stream cycles through, so a stream
+ * keeps reusing the cells that are warm in cache. */
+static inline rc_status_t shm_cell_take(rc_comm_t *comm, int lane, int peer, int wait,
+                                        int32_t *cell) {
+    struct rc_shm *s = comm->shm;
+    uint32_t m = s->free[lane];
+    if (RC_UNLIKELY(m == 0 || (uint32_t)__builtin_ctz(m) >= s->hot)) {
+        shm_pool_t *pl = shm_pool(s, s->me, lane);
+        if (m == 0 || atomic_load_explicit(&pl->returned, memory_order_relaxed))
+            m |= atomic_exchange_explicit(&pl->returned, 0, memory_order_acquire);
+        if (RC_UNLIKELY(m == 0)) RC_CHECK(shm_starve(comm, lane, peer, wait, &m));
+        else if (RC_UNLIKELY(s->starving[lane])) shm_unstarve(s, lane);
+    }
+    uint32_t c = (uint32_t)__builtin_ctz(m);
+    s->free[lane] = m & ~(1u << c);
+    *cell = (int32_t)c;
+    return RC_OK;
 }
 
 static rc_status_t shm_send_acquire(rc_comm_t *comm, int lane, int peer, void **buf, int wait) {
     struct rc_shm *s = comm->shm;
     shm_end_t *e = &s->tx[lane * comm->size + peer];
-    while (RC_UNLIKELY(e->pos - e->other >= comm->nslots)) {
-        e->other = atomic_load_explicit(&e->ch->tail, memory_order_acquire);
-        if (e->pos - e->other < comm->nslots) break;
+    while (RC_UNLIKELY(e->pos - e->other >= s->depth)) {
+        e->other = atomic_load_explicit(&e->f->tail, memory_order_acquire);
+        if (e->pos - e->other < s->depth) break;
         if (!wait) return RC_INPROGRESS;
-        RC_CHECK(shm_wait_change(comm, peer, &e->ch->tail, e->other, &e->ch->tail_waiters,
-                                 "send to", NULL));
+        RC_CHECK(rc_shm_wait_change(comm, peer, &e->f->tail, e->other, &e->f->tail_waiters,
+                                    "send to", NULL));
     }
-    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
-    *buf = slot + SHM_SLOT_HDR;
+    if (e->cell < 0) RC_CHECK(shm_cell_take(comm, lane, peer, wait, &e->cell));
+    *buf = shm_cell(s, s->me, lane, (uint32_t)e->cell);
     return RC_OK;
 }
 
 static rc_status_t shm_send_commit(rc_comm_t *comm, int lane, int peer, const rc_desc_t *d) {
     struct rc_shm *s = comm->shm;
     shm_end_t *e = &s->tx[lane * comm->size + peer];
-    char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
-    memcpy(slot, d, sizeof *d);
+    if (RC_UNLIKELY(e->cell < 0))
+        return rc_comm_fail(comm, RC_ERR_INTERNAL, "rank %d: a message to rank %d was posted "
+                            "without a cell", comm->rank, peer);
+    shm_entry_t *en = &e->f->e[e->pos % s->depth];
+    memcpy(&en->desc, d, sizeof *d);
+    en->cell = (uint32_t)e->cell;
+    e->cell = -1;
     e->pos++;
     /* seq_cst store then load: pairs with the receiver's waiters store + load. */
-    atomic_store_explicit(&e->ch->head, e->pos, memory_order_seq_cst);
-    if (RC_UNLIKELY(atomic_load_explicit(&e->ch->head_waiters, memory_order_seq_cst)))
-        futex_wake(&e->ch->head);
+    atomic_store_explicit(&e->f->head, e->pos, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&e->f->head_waiters, memory_order_seq_cst)))
+        shm_futex_wake(&e->f->head, 1);
     if (lane == RC_LANE_P2P) shm_ring(comm, peer);
     return RC_OK;
 }
@@ -490,138 +418,56 @@ static rc_status_t shm_recv_acquire(rc_comm_t *comm, int lane, int peer, const v
     struct rc_shm *s = comm->shm;
     shm_end_t *e = &s->rx[lane * comm->size + peer];
     while (RC_UNLIKELY(e->other == e->pos)) {
-        e->other = atomic_load_explicit(&e->ch->head, memory_order_acquire);
+        e->other = atomic_load_explicit(&e->f->head, memory_order_acquire);
         if (e->other != e->pos) break;
         if (!wait) return RC_INPROGRESS;
-        RC_CHECK(shm_wait_change(comm, peer, &e->ch->head, e->pos, &e->ch->head_waiters,
-                                 "receive from", NULL));
+        RC_CHECK(rc_shm_wait_change(comm, peer, &e->f->head, e->pos, &e->f->head_waiters,
+                                    "receive from", NULL));
     }
-    const char *slot = e->slots + (size_t)(e->pos % comm->nslots) * s->slot_stride;
-    memcpy(d, slot, sizeof *d);
-    *buf = slot + SHM_SLOT_HDR;
+    const uint32_t k = e->pos % s->depth;
+    const shm_entry_t *en = &e->f->e[k];
+    memcpy(d, &en->desc, sizeof *d);
+    if (RC_UNLIKELY(e->copy && e->copy[k])) {
+        *buf = e->copy[k];
+    } else {
+        uint32_t c = en->cell;
+        if (RC_UNLIKELY(c >= s->ncells[lane]))
+            return rc_comm_fail(comm, RC_ERR_INTERNAL, "rank %d: corrupt message from rank %d: "
+                                "cell %u of a pool of %u", comm->rank, peer, c, s->ncells[lane]);
+        e->cell = (int32_t)c;
+        *buf = shm_cell(s, e->q, lane, c);
+    }
+    /* a caller that waits while it holds the message (a fused receive-
+     * reduce-send taking a cell) must find it where it was lent */
+    if (wait) e->pinned = 1;
     return RC_OK;
 }
 
 static void shm_recv_release(rc_comm_t *comm, int lane, int peer) {
-    shm_end_t *e = &comm->shm->rx[lane * comm->size + peer];
+    struct rc_shm *s = comm->shm;
+    shm_end_t *e = &s->rx[lane * comm->size + peer];
+    const uint32_t k = e->pos % s->depth;
+    if (RC_UNLIKELY(e->copy && e->copy[k])) {
+        shm_spare_put(s, e->copy[k]);
+        e->copy[k] = NULL;
+    } else if (e->cell >= 0) {
+        shm_cell_return(s, e->q, lane, (uint32_t)e->cell);
+    }
+    e->cell = -1;
+    e->pinned = 0;
     e->pos++;
-    atomic_store_explicit(&e->ch->tail, e->pos, memory_order_seq_cst);
-    if (RC_UNLIKELY(atomic_load_explicit(&e->ch->tail_waiters, memory_order_seq_cst)))
-        futex_wake(&e->ch->tail);
+    atomic_store_explicit(&e->f->tail, e->pos, memory_order_seq_cst);
+    if (RC_UNLIKELY(atomic_load_explicit(&e->f->tail_waiters, memory_order_seq_cst)))
+        shm_futex_wake(&e->f->tail, 1);
     if (lane == RC_LANE_P2P) shm_ring(comm, peer);
 }
 
-/* ---- one-line all-reduce (see the head comment) ---- */
-
-int rc_shm_ll_ok(const rc_comm_t *c, size_t bytes) {
-    /* comm->tp is the shared-memory table itself only when every peer is on
-     * this host (mux.c), so local indices are the global ranks */
-    return c->tp == &rc_transport_shm && c->size >= 2 && bytes <= RC_SHM_LL_BYTES && c->shm &&
-           c->shm->nl == c->size;
-}
-
-static void shm_ll_desc(const shm_ll_line_t *l, rc_desc_t *d) {
-    memset(d, 0, sizeof *d);
-    d->seq = l->seq;
-    d->coll = l->coll;
-    d->dtype = l->dtype;
-    d->op = l->op;
-    d->algo = l->algo;
-    d->count = l->count;
-    d->root = -1;
-}
-
-/* While waiting for `peer`'s line: a peer whose part of a different
- * collective was only sending (a broadcast root) may have moved on, so its
- * published descriptor no longer shows the call; the message it left in
- * our collective slot ring does (this call reads no slot, so the oldest
- * unread message is from this call or a later one). */
-static rc_status_t shm_ll_peek_slots(rc_comm_t *c, int peer) {
-    struct rc_shm *s = c->shm;
-    shm_end_t *e = &s->rx[RC_LANE_COLL * c->size + peer];
-    if (atomic_load_explicit(&e->ch->head, memory_order_acquire) == e->pos) return RC_OK;
-    rc_desc_t d;
-    memcpy(&d, e->slots + (size_t)(e->pos % c->nslots) * s->slot_stride, sizeof d);
-    if (d.seq != c->cur.desc.seq || rc_desc_equal(&d, &c->cur.desc)) return RC_OK;
-    return rc_comm_mismatch(c, peer, &d);
-}
-
-/* Before writing the line of call `want - 1`: every reader has finished
- * the call that last used it (consumed >= want - RC_SHM_LL_LINES). */
-static rc_status_t __attribute__((noinline)) shm_ll_reclaim(rc_comm_t *c, uint32_t want) {
-    struct rc_shm *s = c->shm;
-    uint32_t need = want - RC_SHM_LL_LINES, lowest = 0;
-    int first = 1;
-    for (int q = 0; q < s->nl; q++) {
-        if (q == s->me) continue;
-        _Atomic uint32_t *w = &s->ll[q].consumed;
-        uint32_t v = atomic_load_explicit(w, memory_order_acquire);
-        while ((int32_t)(v - need) < 0) {
-            RC_CHECK(shm_wait_change(c, q, w, v, &s->ll[q].consumed_waiters, "send to", NULL));
-            v = atomic_load_explicit(w, memory_order_acquire);
-        }
-        if (first || (int32_t)(v - lowest) < 0) lowest = v;
-        first = 0;
-    }
-    s->ll_free = lowest + RC_SHM_LL_LINES;
-    return RC_OK;
-}
-
-rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_t count) {
-    struct rc_shm *s = c->shm;
-    const int p = s->nl, me = s->me;
-    const size_t n = (size_t)count, bytes = n * c->cur.esize;
-    const uint32_t k = s->ll_k++, want = k + 1, idx = k % RC_SHM_LL_LINES;
-    const rc_desc_t *cur = &c->cur.desc;
-
-    if (RC_UNLIKELY((int32_t)(s->ll_free - want) < 0)) RC_CHECK(shm_ll_reclaim(c, want));
-    shm_ll_t *ob = &s->ll[me];
-    shm_ll_line_t *mine = &ob->line[idx];
-    mine->seq = cur->seq;
-    mine->dtype = cur->dtype;
-    mine->op = cur->op;
-    mine->coll = cur->coll;
-    mine->algo = cur->algo;
-    mine->count = (uint32_t)cur->count;
-    if (bytes) memcpy(mine->payload, in, bytes);
-    /* seq_cst store then load: pairs with a sleeping reader's waiters
-     * increment + flag load (as head / head_waiters) */
-    atomic_store_explicit(&mine->flag, want, memory_order_seq_cst);
-    if (RC_UNLIKELY(atomic_load_explicit(&ob->waiters, memory_order_seq_cst)))
-        futex_wake_all(&mine->flag);
-
-    /* Every contribution from the lines (our own too, so in == out needs no
-     * copy aside), reduced in rank order 0..p-1 like allreduce_direct.c:
-     * bitwise the same result on every rank and on either path. */
-    for (int q = 0; q < p; q++) {
-        const shm_ll_line_t *l = &s->ll[q].line[idx];
-        if (q != me) {
-            uint32_t f = atomic_load_explicit(&l->flag, memory_order_acquire);
-            while (RC_UNLIKELY(f != want)) {
-                RC_CHECK(shm_wait_change(c, q, (_Atomic uint32_t *)&l->flag, f, &s->ll[q].waiters,
-                                         "receive from", shm_ll_peek_slots));
-                f = atomic_load_explicit(&l->flag, memory_order_acquire);
-            }
-            if (RC_UNLIKELY(l->seq != cur->seq || l->coll != cur->coll ||
-                            l->dtype != cur->dtype || l->op != cur->op ||
-                            l->algo != cur->algo || l->count != cur->count)) {
-                rc_desc_t theirs;
-                shm_ll_desc(l, &theirs);
-                return rc_comm_mismatch(c, q, &theirs);
-            }
-        }
-        if (!n) continue;
-        if (q == 0) memcpy(out, l->payload, bytes);
-        else c->cur.reduce(out, out, l->payload, n);
-    }
-    if (c->cur.scale && n) c->cur.scale(out, n, (double)p);
-    /* every peer's post of call k: each has finished call k - 1 */
-    s->ll_free = k + RC_SHM_LL_LINES;
-
-    atomic_store_explicit(&ob->consumed, want, memory_order_seq_cst);
-    if (RC_UNLIKELY(atomic_load_explicit(&ob->consumed_waiters, memory_order_seq_cst)))
-        futex_wake_all(&ob->consumed);
-    return RC_OK;
+int rc_shm_peek_coll(rc_comm_t *comm, int peer, rc_desc_t *d) {
+    struct rc_shm *s = comm->shm;
+    shm_end_t *e = &s->rx[RC_LANE_COLL * comm->size + peer];
+    if (atomic_load_explicit(&e->f->head, memory_order_acquire) == e->pos) return 0;
+    memcpy(d, &e->f->e[e->pos % s->depth].desc, sizeof *d);
+    return 1;
 }
 
 static uint32_t shm_events(rc_comm_t *comm) {
@@ -636,17 +482,22 @@ static void shm_wait_events(rc_comm_t *comm, uint32_t seen, double max_s) {
     shm_rankinfo_t *ri = s->self;
     for (uint32_t i = 0; i < s->spin; i++) {
         if (atomic_load_explicit(&ri->bell, memory_order_acquire) != seen) return;
-        cpu_relax();
+        shm_cpu_relax();
     }
     for (uint32_t i = 0; i < s->yields; i++) {
         if (atomic_load_explicit(&ri->bell, memory_order_acquire) != seen) return;
         sched_yield();
     }
+    shm_drain_if_starving(comm);
     long ns = max_s >= 0.002 ? 2000000L : (long)(max_s * 1e9);
     if (ns <= 0) return;
+    atomic_store_explicit(&ri->sleep_off, (uint64_t)((char *)&ri->bell - (char *)s->base),
+                          memory_order_relaxed);
     atomic_store_explicit(&ri->bell_waiters, 1, memory_order_seq_cst);
-    if (atomic_load_explicit(&ri->bell, memory_order_seq_cst) == seen) futex_wait(&ri->bell, seen, ns);
+    if (atomic_load_explicit(&ri->bell, memory_order_seq_cst) == seen)
+        shm_futex_wait(&ri->bell, seen, ns);
     atomic_store_explicit(&ri->bell_waiters, 0, memory_order_relaxed);
+    atomic_store_explicit(&ri->sleep_off, 0, memory_order_relaxed);
 }
 
 static void shm_publish(rc_comm_t *comm) {
@@ -670,8 +521,6 @@ static void shm_abort(rc_comm_t *comm, rc_status_t st, const char *msg) {
 }
 
 /* ---- single copy (CMA) ---- */
-
-static const uint64_t shm_probe_word = 0x52434d4150524f42ull; /* "RCMAPROB" */
 
 /* Can `peer` read this rank's memory (so a large send may go by address)? */
 static int shm_cma_ok(rc_comm_t *comm, int peer) {
@@ -723,321 +572,25 @@ static int shm_ack_take(rc_comm_t *comm, int peer, uint32_t msg) {
     return 1;
 }
 
-/* After every rank attached: which peers' memory can this rank read? */
-static void shm_cma_probe(rc_comm_t *comm) {
-    struct rc_shm *s = comm->shm;
-    uint64_t mask = 0;
-    for (int q = 0; q < s->nl && q < 64 && s->me < 64; q++) {
-        pid_t pid = atomic_load(&s->info[q].pid);
-        uint64_t addr = s->info[q].probe_addr, word = 0;
-        if (q == s->me || pid <= 0 || !addr) continue;
-        struct iovec lv = {&word, sizeof word}, rv = {(void *)(uintptr_t)addr, sizeof word};
-        if (process_vm_readv(pid, &lv, 1, &rv, 1, 0) == (ssize_t)sizeof word &&
-            word == shm_probe_word)
-            mask |= 1ull << q;
-    }
-    atomic_store_explicit(&s->self->cma_mask, mask, memory_order_release);
-    atomic_fetch_add(&s->hdr->probed, 1);
-    RC_LOG(RC_INFO, "rank %d: single-copy reads (process_vm_readv) from local indices mask "
-           "0x%llx%s",
-           comm->rank, (unsigned long long)mask, mask ? "" : " (none: messages use the slots)");
-}
 
-/* ---- lifecycle ---- */
+/* Phase 1: how much room this host's /dev/shm has (for the chunk size, comm.c). */
+static void shm_address(rc_comm_t *comm, rc_addr_t *a) {
+    (void)comm;
+    unsigned long long f = rc_shm_dir_free(), mib = f >> 20;
+    a->shm_free_mib = f == ~0ull ? 0u : mib == 0 ? 1u : mib > 0xfffffffeull ? 0xfffffffeu
+                                                                       : (uint32_t)mib;
+}
 
 static int shm_can_connect(const rc_addr_t *self, const rc_addr_t *peer) {
     return strncmp(self->host, peer->host, sizeof self->host) == 0;
 }
 
-static rc_status_t shm_map(rc_comm_t *comm, int fd, size_t bytes) {
-    void *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED)
-        return rc_set_error(RC_ERR_IO, "rank %d: mmap of %zu bytes of shared memory %s failed: %s",
-                            comm->rank, bytes, comm->shm->name, strerror(errno));
-    comm->shm->base = base;
-    comm->shm->bytes = bytes;
-    comm->shm->hdr = (shm_hdr_t *)base;
-    comm->shm->info = (shm_rankinfo_t *)((char *)base + SHM_HDR_BYTES);
-    return RC_OK;
-}
-
-static void shm_unlink_once(struct rc_shm *s) {
-    if (!s->unlinked) {
-        shm_unlink(s->name);
-        s->unlinked = 1;
-    }
-}
-
-/* Phase 1: only the back-off; the segment is made at connect, when the
- * ranks of this host are known. */
-static rc_status_t shm_create(rc_comm_t *comm) {
-    struct rc_shm *s = calloc(1, sizeof *s);
-    if (!s) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
-    comm->shm = s;
-    s->unlinked = 1; /* nothing of ours to unlink yet */
-    return RC_OK;
-}
-
-/* The host's first rank creates and sizes the segment for its nl ranks. */
-static rc_status_t shm_make(rc_comm_t *comm, size_t stride, size_t chan, size_t total) {
-    struct rc_shm *s = comm->shm;
-    int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0)
-        return rc_set_error(RC_ERR_IO, "rank %d: cannot create shared memory %s: %s", comm->rank,
-                            s->name, strerror(errno));
-    s->unlinked = 0;
-    if (ftruncate(fd, (off_t)total) != 0) {
-        int e = errno;
-        close(fd);
-        shm_unlink_once(s);
-        return rc_set_error(RC_ERR_IO, "rank %d: cannot size shared memory %s to %zu bytes: %s",
-                            comm->rank, s->name, total, strerror(e));
-    }
-    rc_status_t st = shm_map(comm, fd, total);
-    close(fd);
-    if (st != RC_OK) {
-        shm_unlink_once(s);
-        return st;
-    }
-    shm_hdr_t *h = s->hdr;
-    h->size = (uint32_t)s->nl;
-    h->nslots = comm->nslots;
-    h->chunk_bytes = comm->chunk_bytes;
-    h->slot_stride = stride;
-    h->chan_bytes = chan;
-    h->total_bytes = total;
-    h->algo_env = comm->algo_env;
-    h->tune = comm->tune;
-    h->stream_min = comm->stream_min;
-    atomic_store_explicit((_Atomic uint64_t *)&h->magic, SHM_MAGIC, memory_order_release);
-    return RC_OK;
-}
-
-/* The other ranks of the host: open the segment once the first rank has
- * made it (retrying until the deadline; failing fast when that rank's
- * process is gone), then check its header. */
-static rc_status_t shm_open_made(rc_comm_t *comm, const rc_addr_t *leader) {
-    struct rc_shm *s = comm->shm;
-    const int first = s->l2g[0];
-    double t0 = rc_now(), next_check = t0 + 0.05;
-    struct stat sb;
-    int fd = -1;
-    for (uint32_t i = 0;; i++) {
-        if (fd < 0) {
-            fd = shm_open(s->name, O_RDWR, 0600);
-            if (fd < 0 && errno != ENOENT)
-                return rc_set_error(RC_ERR_IO, "rank %d: cannot open shared memory %s created "
-                                    "by rank %d: %s", comm->rank, s->name, first, strerror(errno));
-        }
-        /* ftruncate sizes it in one step: a non-zero size is the final one */
-        if (fd >= 0 && fstat(fd, &sb) == 0 && sb.st_size > 0) {
-            rc_status_t st = shm_map(comm, fd, (size_t)sb.st_size);
-            close(fd);
-            RC_CHECK(st);
-            break;
-        }
-        struct timespec ts = {0, i < 20 ? 50000 : 1000000};
-        nanosleep(&ts, NULL);
-        double now = rc_now();
-        if (now < next_check) continue;
-        next_check = now + 0.05;
-        if (leader->pid > 0 && kill(leader->pid, 0) != 0 && errno == ESRCH) {
-            if (fd >= 0) close(fd);
-            return rc_set_error(RC_ERR_PEER_LOST, "rank %d: rank %d (pid %d), which creates this "
-                                "host's shared memory %s, is gone", comm->rank, first,
-                                (int)leader->pid, s->name);
-        }
-        if (now - t0 > comm->timeout_s) {
-            if (fd >= 0) close(fd);
-            return rc_set_error(RC_ERR_TIMEOUT, "rank %d: shared memory %s of rank %d (this "
-                                "host's first rank) was not ready within %.0f s", comm->rank,
-                                s->name, first, comm->timeout_s);
-        }
-    }
-    /* the magic is written last (release): then the header is complete */
-    shm_hdr_t *h = s->hdr;
-    for (uint32_t i = 0; atomic_load_explicit((_Atomic uint64_t *)&h->magic,
-                                              memory_order_acquire) != SHM_MAGIC; i++) {
-        struct timespec ts = {0, 100000};
-        nanosleep(&ts, NULL);
-        if ((i & 255) == 255 && rc_now() - t0 > comm->timeout_s) break; /* the check reports it */
-    }
-    char why[200];
-    if (rc_shm_header_check(h, s->bytes, s->nl, why, sizeof why) != RC_OK)
-        return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s is not a valid "
-                            "%d-rank ringcomm segment: %s", comm->rank, s->name, s->nl, why);
-    /* the chunking comes from rank 0's address for every transport */
-    if (h->chunk_bytes != comm->chunk_bytes || h->nslots != comm->nslots)
-        return rc_set_error(RC_ERR_MISMATCH, "rank %d: shared memory %s has %u slots of %llu "
-                            "bytes, this rank expects %u of %zu", comm->rank, s->name, h->nslots,
-                            (unsigned long long)h->chunk_bytes, comm->nslots, comm->chunk_bytes);
-    return RC_OK;
-}
-
-/* Every field of the creator's header another rank relies on, checked before use
- * (a corrupt or hostile header must not lead to an access outside the
- * mapping).  Also the fuzz target for the header bytes (csrc/fuzz.c). */
-rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why, size_t len) {
-    shm_hdr_t h;
-    if (mapped < sizeof h || p < 1 || p > 65536) {
-        snprintf(why, len, "%zu bytes is too small for a header", mapped);
-        return RC_ERR_MISMATCH;
-    }
-    memcpy(&h, hdr, sizeof h);
-    const char *bad = NULL;
-    if (h.magic != SHM_MAGIC) bad = "bad magic";
-    else if (h.size != (uint32_t)p) bad = "another rank count";
-    else if (h.nslots < 2 || h.nslots > 1024) bad = "slot count out of [2, 1024]";
-    else if (h.chunk_bytes < 64 || h.chunk_bytes > (1u << 30) || h.chunk_bytes % 64) bad = "chunk size";
-    else if (h.slot_stride != RC_ALIGN_UP(SHM_SLOT_HDR + h.chunk_bytes, RC_CACHELINE)) bad = "slot stride";
-    else if (h.chan_bytes != sizeof(shm_chan_t) + (uint64_t)h.nslots * h.slot_stride) bad = "channel size";
-    else if (h.total_bytes != shm_total_bytes(p, h.chan_bytes) || h.total_bytes != mapped)
-        bad = "segment size";
-    else if (h.algo_env < 0 || h.algo_env >= RC_NUM_ALGOS) bad = "algorithm";
-    if (!bad) return RC_OK;
-    snprintf(why, len, "%s (header says %u ranks, %u slots of %llu bytes, %llu bytes in all; "
-             "mapped %zu)", bad, h.size, h.nslots, (unsigned long long)h.chunk_bytes,
-             (unsigned long long)h.total_bytes, mapped);
-    return RC_ERR_MISMATCH;
-}
-
-size_t rc_shm_header_bytes(void) { return sizeof(shm_hdr_t); }
-
-/* Wait (spin, then 200 us sleeps) until every rank of the segment has
- * bumped *counter; 0 when the communicator's timeout passes first. */
-static int shm_wait_count(rc_comm_t *comm, _Atomic uint32_t *counter) {
-    double t0 = rc_now();
-    for (uint32_t i = 0; atomic_load(counter) < (uint32_t)comm->shm->nl; i++) {
-        if (i < 1000) {
-            cpu_relax();
-        } else {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-        }
-        if ((i & 1023) == 0 && rc_now() - t0 > comm->timeout_s) return 0;
-    }
-    return 1;
-}
-
-/* Phase 2: the ranks of this host (the peers comm.c gave this transport,
- * and this rank) map one segment, publish their pids, and the last to
- * attach unlinks it. */
-static rc_status_t shm_connect(rc_comm_t *comm, const rc_addr_t *addrs) {
-    struct rc_shm *s = comm->shm;
-    const int P = comm->size;
-    /* Back-off: with a core per rank, spin long (a peer is about to post);
-     * with more ranks than cores, spinning steals the peer's core, so spin
-     * briefly and yield (MPICH does the same when oversubscribed). */
-    int over = comm->oversubscribed;
-    s->spin = (uint32_t)rc_env_ll("RINGCOMM_SPIN", over ? 30 : 4000);
-    s->yields = (uint32_t)rc_env_ll("RINGCOMM_YIELDS", over ? 4 : 200);
-    s->g2l = malloc((size_t)P * sizeof *s->g2l);
-    s->l2g = malloc((size_t)P * sizeof *s->l2g);
-    s->tx = calloc((size_t)RC_NLANES * P, sizeof *s->tx);
-    s->rx = calloc((size_t)RC_NLANES * P, sizeof *s->rx);
-    if (!s->g2l || !s->l2g || !s->tx || !s->rx)
-        return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
-    s->nl = 0;
-    for (int r = 0; r < P; r++) {
-        s->g2l[r] = -1;
-        if (r == comm->rank || rc_peer_is(comm, r, &rc_transport_shm)) {
-            if (r == comm->rank) s->me = s->nl;
-            s->g2l[r] = s->nl;
-            s->l2g[s->nl++] = r;
-        }
-    }
-    const int p = s->nl;
-    shm_name(comm, addrs[comm->rank].host, s->name, sizeof s->name);
-    size_t stride = RC_ALIGN_UP(SHM_SLOT_HDR + comm->chunk_bytes, RC_CACHELINE);
-    size_t chan = sizeof(shm_chan_t) + (size_t)comm->nslots * stride;
-    s->slot_stride = stride;
-    if (s->me == 0) RC_CHECK(shm_make(comm, stride, chan, shm_total_bytes(p, chan)));
-    else RC_CHECK(shm_open_made(comm, &addrs[s->l2g[0]]));
-    s->self = &s->info[s->me];
-    s->ll = (shm_ll_t *)((char *)s->base + shm_ll_off(p));
-    s->ll_k = 0;
-    s->ll_free = RC_SHM_LL_LINES; /* fresh lines: calls 0 .. RC_SHM_LL_LINES - 1 */
-    for (int lane = 0; lane < RC_NLANES; lane++) {
-        for (int q = 0; q < p; q++) {
-            int g = s->l2g[q];
-            shm_end_t *tx = &s->tx[lane * P + g], *rx = &s->rx[lane * P + g];
-            tx->ch = shm_chan(comm, lane, s->me, q);
-            tx->slots = (char *)tx->ch + sizeof(shm_chan_t);
-            rx->ch = shm_chan(comm, lane, q, s->me);
-            rx->slots = (char *)rx->ch + sizeof(shm_chan_t);
-        }
-    }
-    s->self->probe_addr = (uint64_t)(uintptr_t)&shm_probe_word;
-    atomic_store(&s->self->pid, (int32_t)getpid());
-    uint32_t n = atomic_fetch_add(&s->hdr->attached, 1) + 1;
-    if (n == (uint32_t)p) {
-        s->unlinked = 0;
-        shm_unlink_once(s);
-    }
-    /* Wait for every rank to attach: then all pids are known and the name is gone. */
-    if (!shm_wait_count(comm, &s->hdr->attached)) {
-        if (s->me == 0) {
-            s->unlinked = 0;
-            shm_unlink_once(s);
-        }
-        return rc_set_error(RC_ERR_TIMEOUT,
-                            "rank %d: only %u of this host's %d ranks attached to shared memory "
-                            "%s within %.0f s",
-                            comm->rank, atomic_load(&s->hdr->attached), p, s->name,
-                            comm->timeout_s);
-    }
-    shm_cma_probe(comm);
-    /* Collectives may read peers' buffers only when every rank can read
-     * every other: decided from all masks, so the same on every rank (and
-     * never when some ranks are on other hosts). */
-    if (!shm_wait_count(comm, &s->hdr->probed))
-        return rc_set_error(RC_ERR_TIMEOUT, "rank %d: only %u of this host's %d ranks finished "
-                            "connecting within %.0f s", comm->rank, atomic_load(&s->hdr->probed),
-                            p, comm->timeout_s);
-    comm->cma_all = p <= 64 && p == P;
-    for (int q = 0; q < p && comm->cma_all; q++) {
-        uint64_t want = (p == 64 ? ~0ull : (1ull << p) - 1) & ~(1ull << q);
-        if ((atomic_load(&s->info[q].cma_mask) & want) != want) comm->cma_all = 0;
-    }
-    s->pidfd = malloc((size_t)p * sizeof *s->pidfd);
-    if (!s->pidfd) return rc_set_error(RC_ERR_NO_MEMORY, "rank %d: out of memory", comm->rank);
-    for (int q = 0; q < p; q++) {
-        pid_t pid = atomic_load(&s->info[q].pid);
-        s->pidfd[q] = -1;
-#ifdef SYS_pidfd_open
-        if (q != s->me && pid > 0)
-            s->pidfd[q] = (int)syscall(SYS_pidfd_open, pid, 0);
-#endif
-        if (s->pidfd[q] >= 0) fcntl(s->pidfd[q], F_SETFD, FD_CLOEXEC);
-    }
-    RC_LOG(RC_INFO, "rank %d: shared memory %s for %d ranks of this host (local index %d)",
-           comm->rank, s->name, p, s->me);
-    return RC_OK;
-}
-
-static void shm_close(rc_comm_t *comm) {
-    struct rc_shm *s = comm->shm;
-    if (!s) return;
-    /* Closed before every rank attached: the creator's name may still exist. */
-    if (s->me == 0 && s->hdr && atomic_load(&s->hdr->attached) < (uint32_t)s->nl)
-        shm_unlink_once(s);
-    if (s->base) munmap(s->base, s->bytes);
-    for (int q = 0; s->pidfd && q < s->nl; q++)
-        if (s->pidfd[q] >= 0) close(s->pidfd[q]);
-    free(s->pidfd);
-    free(s->tx);
-    free(s->rx);
-    free(s->g2l);
-    free(s->l2g);
-    free(s);
-    comm->shm = NULL;
-}
-
 const rc_transport_ops_t rc_transport_shm = {
     .name = "shm",
     .can_connect = shm_can_connect,
-    .create = shm_create,
-    .connect = shm_connect,
+    .create = rc_shm_create,
+    .address = shm_address,
+    .connect = rc_shm_connect,
     .send_acquire = shm_send_acquire,
     .send_commit = shm_send_commit,
     .recv_acquire = shm_recv_acquire,
@@ -1052,5 +605,5 @@ const rc_transport_ops_t rc_transport_shm = {
     .ack_take = shm_ack_take,
     .publish = shm_publish,
     .abort = shm_abort,
-    .close = shm_close,
+    .close = rc_shm_close,
 };

@@ -35,7 +35,8 @@ typedef struct {
     char machine[40];    /* boot id (RINGCOMM_HOST_ID does not change it), else hostname */
     unsigned char cpus[128];
     uint8_t chunk_given; /* chunk_bytes is RINGCOMM_CHUNK_BYTES or a transport's, not a default */
-    uint8_t pad[7];
+    uint8_t pad[3];
+    uint32_t shm_free_mib; /* shm: MiB free on this host's /dev/shm (0: unknown, or no shm) */
     union {
         rc_tune_t t;     /* "auto" thresholds, their origins and source (tune.c) */
         unsigned char room[RC_ADDRESS_BYTES - 256 - 16 - 176];
@@ -158,6 +159,13 @@ rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int
 #define RC_SHM_LL_LINES 8  /* lines per rank's outbox (reused in turn) */
 #define RC_SHM_LL_BYTES 48 /* payload bytes in a line */
 int rc_shm_ll_ok(const rc_comm_t *c, size_t bytes);
+/* shm_setup.c, at connect when no chunk size was given: the largest chunk
+ * size, `chunk` halved down to 16 KiB at most, whose shared memory fits in
+ * what every host's /dev/shm has free (addrs[].shm_free_mib); the same on
+ * every rank. */
+size_t rc_shm_fit_chunk(const rc_addr_t *addrs, int size, size_t chunk, uint32_t nslots);
+/* shm_setup.c: bytes of this host's shared-memory segment (0: none). */
+size_t rc_shm_segment_bytes(const rc_comm_t *comm);
 rc_status_t rc_shm_allreduce_ll(rc_comm_t *c, const void *in, void *out, uint64_t count);
 
 /* The transport table, in order of preference (NULL-terminated). */
