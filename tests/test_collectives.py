@@ -109,3 +109,19 @@ def test_coll_errors_and_async(run_mpi, nprocs):
     argument on whichever rank makes them, before communicating; then several
     async_op=True collectives waited in a shuffled order or polled with test()."""
     run_mpi(nprocs, "coll_sweep.py", "--mode", "errors,async")
+
+
+TWO_CELLS = {"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2",
+             "RINGCOMM_SHM_CELLS": "2", "RINGCOMM_SHM_P2P_CELLS": "2"}
+
+
+@pytest.mark.parametrize("nprocs", [4, 5])
+def test_coll_two_cells(run_mpi, nprocs):
+    """Two shared-memory cells per rank and lane, FIFOs of 2, 256-byte chunks:
+    fewer cells than a direct algorithm or all-to-all has peers, so senders
+    starve for cells and the receivers copy their messages out and give the
+    cells back (csrc/transport/shm.h); every collective, algorithm and root,
+    three dtypes, vs numpy and mpi4py."""
+    run_mpi(nprocs, "coll_sweep.py", "--counts", "1,777", "--dtypes", "float32,bfloat16,int8",
+            "--ops", "sum,max", "--variants", "np,torch-in,np-in", "--expect-chunk-bytes", "256",
+            env=TWO_CELLS)

@@ -176,3 +176,14 @@ def test_allreduce_streaming_stores(run_mpi, nprocs):
     run_mpi(nprocs, "allreduce_sweep.py", "--counts", "0,1,P-1,4099,100003",
             "--dtypes", "float32,float16,int8,int64", "--variants", "np-in,np-out,npoff-in,torchoff-out",
             env={"RINGCOMM_STREAM_MIN": "0", "RINGCOMM_CHUNK_BYTES": "1024"})
+
+
+@pytest.mark.parametrize("nprocs", [3, 5])
+def test_allreduce_two_cells(run_mpi, nprocs):
+    """Two shared-memory cells per rank and lane with FIFOs of 2: every
+    all-reduce algorithm (direct sends to every peer at once, so its senders
+    starve and the receivers drain) at 1 KiB chunks."""
+    run_mpi(nprocs, "allreduce_sweep.py", "--counts", "3001,P-1",
+            "--dtypes", "float32,bfloat16,int64", "--variants", "np-in",
+            env={"RINGCOMM_CHUNK_BYTES": "1024", "RINGCOMM_NSLOTS": "2",
+                 "RINGCOMM_SHM_CELLS": "2", "RINGCOMM_SHM_P2P_CELLS": "2"})

@@ -19,6 +19,15 @@ def test_p2p_small_chunks(run_mpi, nprocs):
             env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2", "RINGCOMM_CMA_MIN": "0"})
 
 
+@pytest.mark.parametrize("nprocs", [3, 5])
+def test_p2p_two_cells(run_mpi, nprocs):
+    """Two shared-memory cells per rank and lane, no single copy: messages to
+    several peers at once starve the sender's pool, and the receivers drain it."""
+    run_mpi(nprocs, "p2p.py", "--large", "20011",
+            env={"RINGCOMM_CHUNK_BYTES": "256", "RINGCOMM_NSLOTS": "2", "RINGCOMM_CMA_MIN": "0",
+                 "RINGCOMM_SHM_CELLS": "2", "RINGCOMM_SHM_P2P_CELLS": "2"})
+
+
 @pytest.mark.parametrize("nprocs", [2, 3])
 def test_p2p_all_by_address(run_mpi, nprocs):
     """RINGCOMM_CMA_MIN=1: every non-empty message is read straight from the sender's buffer (process_vm_readv), incl. unexpected ones."""
