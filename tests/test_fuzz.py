@@ -151,8 +151,9 @@ with ringcomm.init() as _one:       # one rank: how many "auto" thresholds this 
     NUM_TUNE = len(_one.thresholds())
 # magic, rank, size, pid, token, host, net, then rank 0's tuning: chunk, nslots,
 # algo, ntune, stream_min, the thresholds {v[NUM_TUNE], from[NUM_TUNE], source[240]}
-# ..., stream_min, machine[40], cpus[128], chunk_given, pad[7], tune (576 bytes)
-ADDR = struct.Struct("<Iiii64s128s48xIHbBQ40s128sB7x576s")
+# ..., stream_min, machine[40], cpus[128], chunk_given, pad[3], shm_free_mib,
+# tune (384 bytes), spare[192] (per-feature fields)
+ADDR = struct.Struct("<Iiii64s128s48xIHbBQ40s128sB7x384s192x")
 TUNE_T = struct.Struct(f"<{NUM_TUNE}Q{NUM_TUNE}B240s")
 
 

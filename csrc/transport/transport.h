@@ -39,10 +39,17 @@ typedef struct {
     uint32_t shm_free_mib; /* shm: MiB free on this host's /dev/shm (0: unknown, or no shm) */
     union {
         rc_tune_t t;     /* "auto" thresholds, their origins and source (tune.c) */
-        unsigned char room[RC_ADDRESS_BYTES - 256 - 16 - 176];
+        unsigned char room[384];
     } tune;
+    /* Bytes 832..1023: per-feature fields, each at a fixed offset that
+     * tests/test_fuzz.py packs.  A feature takes its bytes from `spare`. */
+    unsigned char spare[RC_ADDRESS_BYTES - 832];
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
+_Static_assert(sizeof(rc_tune_t) <= sizeof(((rc_addr_t *)0)->tune.room), "tuning fits its room");
+_Static_assert(offsetof(rc_addr_t, shm_free_mib) == 444 && offsetof(rc_addr_t, tune) == 448 &&
+                   offsetof(rc_addr_t, spare) == 832,
+               "address blob layout (tests/test_fuzz.py packs it)");
 
 typedef struct rc_transport_ops {
     const char *name;
