@@ -47,9 +47,20 @@ def _connect(rank, size, token, timeout, bcast_errors, allgather, mpi_comm=None)
     if errors:
         if comm is not None:
             comm.close()
-        raise _core.RingcommError(errors[0][0], "communicator setup failed: " +
-                                  "; ".join(text for _, text in errors))
+        raise _core.RingcommError(errors[0][0], "communicator setup failed: " + _summary(errors))
     return comm
+
+
+def _summary(errors, shown=7, clip=200):
+    """The first failing rank's text in full, then the others' first `clip`
+    characters (they usually repeat the first's cause), at most `shown` of
+    them: one line stays readable at 128 ranks."""
+    parts = [errors[0][1]]
+    for _, text in errors[1:1 + shown]:
+        parts.append(text if len(text) <= clip else text[:clip] + "...")
+    if len(errors) > 1 + shown:
+        parts.append("and %d more ranks" % (len(errors) - 1 - shown))
+    return "; ".join(parts)
 
 
 def _describe(rank, exc):
