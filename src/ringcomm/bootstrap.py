@@ -68,6 +68,8 @@ def _describe(rank, exc):
     return (status, "rank %d: %s" % (rank, exc))
 
 
+_RC_ERR_TIMEOUT = -5  # rc_status_t (csrc/include/ringcomm.h)
+
 _mpi_comms = None  # weakref.WeakSet of the communicators handed an MPI communicator
 
 
@@ -126,7 +128,48 @@ def from_store(store, rank, size, timeout=None, prefix="ringcomm", *, key=None):
         store.set("%s/%d" % (k, rank), pickle.dumps(obj))
         return [pickle.loads(store.get("%s/%d" % (k, r))) for r in range(size)]
 
-    return _connect(rank, size, token, timeout, allgather, allgather)
+    try:
+        comm = _connect(rank, size, token, timeout, allgather, allgather)
+    except _core.RingcommError:
+        # every rank got the same errors: let them all read them first
+        _store_done(store, key, rank, size, timeout, failed=True)
+        raise
+    try:
+        _store_done(store, key, rank, size, timeout)
+    except BaseException:
+        comm.close()
+        raise
+    return comm
+
+
+def _store_done(store, key, rank, size, timeout, failed=False):
+    """The last round of a store bootstrap: every rank checks in after it has
+    read its last key, and rank 0 returns only when all have (torch's
+    init_process_group ends with such a barrier too, _store_based_barrier).
+    Rank 0 may host the store's server (init() without torchrun's agent
+    store), and the server goes when rank 0 drops it: returning first cut
+    the others off in the middle of the last round ("Failed to recv, got 0
+    bytes").  The others need not wait: nobody reads the store after
+    checking in.  After a failed setup (`failed`) a rank that never checks in
+    is not reported: the setup error is the one raised."""
+    from datetime import timedelta
+    store.set("%s/done/%d" % (key, rank), b"1")
+    if rank != 0:
+        return
+    keys = ["%s/done/%d" % (key, r) for r in range(size)]
+    try:
+        if timeout:
+            store.wait(keys, timedelta(seconds=timeout))
+        else:
+            store.wait(keys)  # the store's own timeout
+    except Exception as e:
+        if failed:
+            return
+        missing = [r for r in range(size) if not store.check([keys[r]])]
+        raise _core.RingcommError(
+            _RC_ERR_TIMEOUT, "rank 0: communicator setup through the store: rank(s) %s "
+            "connected but never checked in after the last round (%s)"
+            % (", ".join(map(str, missing)) or "?", e)) from None
 
 
 def init(timeout=None):
