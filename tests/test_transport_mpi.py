@@ -101,6 +101,17 @@ def test_thread_level_refused(run_mpi):
     run_mpi(2, "mpi_transport.py", "--thread-level", "serialized", env=MPI_ENV)
 
 
+@pytest.mark.parametrize("nprocs", [2, 3, 4])
+def test_forced_split(run_mpi, nprocs):
+    """split of a communicator made from MPI keeps MPI: with the MPI transport
+    forced, every sub-communicator (halves, reversed, some ranks out, nested)
+    connects and computes (it used to be refused: "needs the MPI
+    communicator"); at 2 ranks 2100 split/close rounds, more than MPICH's
+    context ids, so a sub-communicator's MPI communicator is freed by close()."""
+    run_mpi(nprocs, "split.py", "--churn", "2100" if nprocs == 2 else "20", env=MPI_ENV,
+            timeout=600)
+
+
 def test_forced_mpi_needs_an_mpi_communicator():
     """A communicator not made from an MPI communicator (here: one rank, no
     launcher) cannot use the MPI transport: a clear error, not a crash."""

@@ -325,6 +325,8 @@ cdef class Communicator:
     cdef object _closed_reason
     cdef public object _timeout
     cdef public int _nsplit
+    cdef public object _mpi4py   # the mpi4py communicator split() splits (None: not from MPI)
+    cdef public bint _mpi4py_own # _mpi4py is ringcomm's (a split's): close() frees it
     cdef object __weakref__      # bootstrap.py closes MPI-backed ones before MPI_Finalize
 
     def __cinit__(self):
@@ -687,6 +689,11 @@ cdef class Communicator:
         if c != NULL:
             with nogil:
                 lib.rc_comm_destroy(c)
+        m, self._mpi4py = self._mpi4py, None
+        if m is not None and self._mpi4py_own:
+            from mpi4py import MPI
+            if not MPI.Is_finalized():
+                m.Free()
 
     @property
     def closed(self):

@@ -83,12 +83,18 @@ def _close_mpi_comms():
 def from_mpi(mpi_comm, timeout=None):
     """A ringcomm communicator over the ranks of an mpi4py communicator (the
     MPI transport, when built, talks on a duplicate of it)."""
-    global _mpi_comms
     _core._check_timeout(timeout)
     rank, size = mpi_comm.Get_rank(), mpi_comm.Get_size()
     token = mpi_comm.bcast(secrets.token_hex(12) if rank == 0 else None, root=0)
     comm = _connect(rank, size, token, timeout, mpi_comm.allgather, mpi_comm.allgather,
                     mpi_comm=mpi_comm)
+    comm._mpi4py = mpi_comm
+    _track_mpi(comm)
+    return comm
+
+
+def _track_mpi(comm):
+    global _mpi_comms
     if _core.HAVE_MPI:
         if _mpi_comms is None:
             import atexit
@@ -97,7 +103,6 @@ def from_mpi(mpi_comm, timeout=None):
             # registered after mpi4py.MPI was imported: runs before its finalizer
             atexit.register(_close_mpi_comms)
         _mpi_comms.add(comm)
-    return comm
 
 
 _store_comms = 0
@@ -209,8 +214,6 @@ def split(parent, color, key=0, timeout=None):
     negative) joins none and returns None.  The members exchange their
     address blobs with tagged point-to-point messages over `parent`, so
     groups do not wait for each other."""
-    import pickle
-
     import numpy as np
     if color is not None and not isinstance(color, (int, np.integer)):
         raise TypeError("color: expected an int or None, got %r" % (color,))
@@ -221,12 +224,38 @@ def split(parent, color, key=0, timeout=None):
     pairs = np.empty(2 * parent.size, np.int64)
     parent.allgather(np.array([c, key], np.int64), pairs)
     parent._nsplit = getattr(parent, "_nsplit", 0) + 1
-    if c < 0:
-        return None
     pairs = pairs.reshape(-1, 2)
     members = [r for _, r in sorted((int(pairs[r, 1]), r) for r in range(parent.size)
                                     if pairs[r, 0] == c)]
     me = parent.rank
+    # A communicator made from MPI keeps MPI: its MPI communicator is split
+    # alongside (every parent rank takes part), so the members can use the
+    # MPI transport between hosts too.  Key: the position in `members`
+    # (ringcomm's keys are 64-bit, MPI's are int; the order is the same).
+    sub_mpi = None
+    if parent._mpi4py is not None and _core.HAVE_MPI:
+        from mpi4py import MPI
+        sub_mpi = parent._mpi4py.Split(c if c >= 0 else MPI.UNDEFINED,
+                                       members.index(me) if c >= 0 else 0)
+    if c < 0:
+        return None
+    try:
+        comm = _split_connect(parent, members, me, timeout, sub_mpi)
+    except BaseException:
+        if sub_mpi is not None:
+            sub_mpi.Free()
+        raise
+    if sub_mpi is not None:
+        comm._mpi4py, comm._mpi4py_own = sub_mpi, True
+        _track_mpi(comm)
+    return comm
+
+
+def _split_connect(parent, members, me, timeout, sub_mpi):
+    """split's connect: the members' address exchange over `parent`."""
+    import pickle
+
+    import numpy as np
     rounds = [0]
     base = _SPLIT_TAG + (parent._nsplit % (1 << 20)) * 4
 
@@ -255,4 +284,5 @@ def split(parent, color, key=0, timeout=None):
         return out
 
     token = allgather(secrets.token_hex(12))[0]
-    return _connect(members.index(me), len(members), token, timeout, allgather, allgather)
+    return _connect(members.index(me), len(members), token, timeout, allgather, allgather,
+                    mpi_comm=sub_mpi)

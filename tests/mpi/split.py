@@ -1,8 +1,11 @@
 """comm.split(color, key): MPI_Comm_split semantics checked against mpi4py's
 Split; odd/even and reversed orders; color None joins none; nested splits;
 every sub-communicator has its own shared memory and works while the
-others do.
+others do.  --churn N: then N more split/all-reduce/close rounds (a
+communicator made from MPI splits its MPI communicator alongside, and
+close() must free it: MPICH has about 2000 context ids).
 """
+import argparse
 
 import numpy as np
 
@@ -31,6 +34,9 @@ def check(sub, color, key):
 
 
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--churn", type=int, default=0)
+    args = ap.parse_args()
     comm = world_comm()
     n = 0
     halves = comm.split(RANK % 2)
@@ -65,6 +71,13 @@ def main():
             raise AssertionError(f"split({bad!r}) did not raise")
         except exc:
             n += 1
+    for it in range(args.churn):
+        sub = comm.split(RANK % 2 if SIZE > 2 else 0, key=-RANK)
+        x = np.array([1], np.int64)
+        sub.allreduce(x)
+        assert x[0] == sub.size, (it, x)
+        sub.close()
+    n += args.churn
     comm.close()
     finish("split", n)
 
