@@ -217,13 +217,22 @@ def fill(comm):
 
 
 def connect_or_report():
-    """The world communicator, or None after printing the RingcommError."""
+    """The world communicator, or None.  Every rank's RingcommError text is
+    gathered (through MPI) and printed by rank 0, one line per rank: lines of
+    a kilobyte written by several ranks at once through mpirun's forwarding
+    came out interleaved or not at all."""
+    comm, line = None, None
     try:
-        return ringcomm.Communicator.from_mpi(WORLD)
+        comm = ringcomm.Communicator.from_mpi(WORLD)
     except ringcomm.RingcommError as e:
         text = " ".join(str(e).split())
-        print(f"SHM-FIT-INIT-ERROR rank={RANK} status={e.status_name}: {text}", flush=True)
-        return None
+        line = f"SHM-FIT-INIT-ERROR rank={RANK} status={e.status_name}: {text}"
+    lines = WORLD.gather(line, root=0)
+    if RANK == 0:
+        for text in lines:
+            if text:
+                print(text, flush=True)
+    return comm
 
 
 def main():
