@@ -166,8 +166,11 @@ def _describe(cmd, env_extra, output, why):
 
 
 def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
-               expect_success=True) -> MpiResult:
+               expect_success=True, wrap=None) -> MpiResult:
     """Run ``mpirun -n nprocs python -m mpi4py tests/mpi/<worker> args``.
+
+    ``wrap(cmd) -> cmd`` runs the mpirun command inside another one (e.g.
+    tests/_smallshm.py: a mount namespace with a small /dev/shm).
 
     With expect_success, the job must exit 0 and every rank must print its
     RINGCOMM-WORKER-OK line with a positive case count; otherwise the test
@@ -195,6 +198,8 @@ def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
     })
     full_env.update(env_extra)
     mpich_before = set(glob.glob("/dev/shm/mpich_shm_*"))
+    if wrap is not None:
+        cmd = wrap(cmd)
     proc = subprocess.Popen(cmd, cwd=str(REPO_ROOT), env=full_env,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)

@@ -58,7 +58,8 @@ def parse():
 
 def main():
     a = parse()
-    get_torch()  # bfloat16 buffers are torch tensors
+    if "bfloat16" in a.dtypes.split(",") or "torch" in a.variants:
+        get_torch()  # bfloat16 buffers are torch tensors (import once, up front)
     algos = list(ringcomm.algorithms()) + ["auto"] if a.algos == "all" else a.algos.split(",")
     names = ringcomm.algorithms()
     assert "ring" in names and "tree" in names, f"algorithms() = {names}"

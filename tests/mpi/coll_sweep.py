@@ -882,7 +882,8 @@ def post_many(comm, n, seed):
 
 def main():
     a = parse()
-    get_torch()  # bfloat16 buffers are torch tensors
+    if "bfloat16" in a.dtypes.split(",") or "torch" in a.variants or a.mode != "sweep":
+        get_torch()  # bfloat16 buffers are torch tensors (import once, up front)
     failed = []
     with ringcomm.Communicator.from_mpi(WORLD) as comm:
         assert (comm.rank, comm.size) == (RANK, SIZE)

@@ -166,13 +166,14 @@ def many_outstanding(comm, n, count=100):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--large", type=int, default=2_000_003)
+    ap.add_argument("--dtypes", default="float64,int8,uint8,int32,int64,float16,bfloat16",
+                    help="dtypes of the second ring shift (bfloat16 imports torch)")
     args = ap.parse_args()
     comm = world_comm()
     chunk = comm.chunk_bytes // 4
     sizes = [0, 1, 3, chunk - 1, chunk, chunk + 1, 3 * chunk + 7, args.large]
     n = ring_shift(comm, sizes, ["float32"])
-    n += ring_shift(comm, [0, 1, 1001, 3 * chunk + 5], ["float64", "int8", "uint8", "int32",
-                                                          "int64", "float16", "bfloat16"])
+    n += ring_shift(comm, [0, 1, 1001, 3 * chunk + 5], args.dtypes.split(","))
     n += ping_pong(comm, 1, 500)
     n += ping_pong(comm, 3 * chunk + 1, 20)
     n += tags_out_of_order(comm, 5, 40)
