@@ -163,7 +163,7 @@ rc_algo_t rc_select(const rc_comm_t *comm, rc_coll_t coll, uint64_t count, rc_dt
         /* ranks on several hosts, several on each: shared memory inside,
          * one stream per local rank across (one step for the tiny calls
          * above beats its three) */
-        if (comm->nhosts > 1 && comm->local_size > 1) return RC_ALGO_HIER;
+        if (comm->grp_n > 1 && comm->grp_size > 1) return RC_ALGO_HIER; /* hosts (topo.c) */
         if (bytes <= v[RC_TUNE_AR_BINOMIAL_MAX]) return RC_ALGO_BINOMIAL;
         if (bytes <= v[RC_TUNE_AR_TREE_MAX]) return RC_ALGO_TREE;
         if (comm->cma_all && v[RC_TUNE_AR_CMA_MIN] && bytes >= v[RC_TUNE_AR_CMA_MIN])

@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "p2p.h"
+#include "topo.h"
 #include "transport/transport.h"
 
 #define RC_DEFAULT_CHUNK (128 * 1024)
@@ -105,6 +106,19 @@ rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle) {
                             "(call it between comm_create and comm_connect)", comm->rank);
     comm->has_mpi = 1;
     comm->mpi_fhandle = fhandle;
+    return RC_OK;
+}
+
+rc_status_t rc_comm_topology(const rc_comm_t *comm, int *order, int *ids) {
+    if (!comm || !comm->connected || !comm->topo_ids)
+        return rc_set_error(RC_ERR_INVALID_ARG, "comm_topology: not a connected communicator");
+    for (int i = 0; i < comm->size; i++) {
+        if (order) order[i] = rc_rank_at(comm, i);
+        for (int l = 0; l < 4 && ids; l++) {
+            int v = comm->topo_ids[i * 4 + l];
+            ids[i * 4 + l] = v == (int)RC_TOPO_NONE ? -1 : v;
+        }
+    }
     return RC_OK;
 }
 
@@ -217,6 +231,7 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
     if (sched_getaffinity(0, sizeof cpus, &cpus) != 0) CPU_SET(0, &cpus);
     for (int i = 0; i < (int)sizeof a.cpus * 8 && i < CPU_SETSIZE; i++)
         if (CPU_ISSET(i, &cpus)) a.cpus[i / 8] |= (unsigned char)(1u << (i % 8));
+    rc_topo_address(comm, &a);
     a.tune.t = comm->tune;
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
@@ -281,6 +296,9 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
     comm->algo_env = addrs[0].algo_env;
     comm->stream_min = addrs[0].stream_min;
     rc_tune_adopt(comm, &addrs[0].tune.t);
+    /* the rank order rings and trees follow (before the host layout: the
+     * hierarchical all-reduce's groups follow it too) */
+    RC_CHECK_GOTO(rc_topo_connect(comm, addrs), st, out);
     /* the transport of every peer (closes the unused), then connect each */
     RC_CHECK_GOTO(rc_mux_select(comm, addrs), st, out);
     for (int i = 0; i < comm->ntps; i++)
@@ -397,6 +415,10 @@ rc_status_t rc_comm_destroy(rc_comm_t *comm) {
         if (comm->tps[i]->close) comm->tps[i]->close(comm);
     free(comm->peer_tp);
     free(comm->host_ranks);
+    free(comm->topo_ids);
+    free(comm->order);
+    free(comm->pos);
+    free(comm->grp_ranks);
     rc_p2p_free(comm);
     pthread_mutex_destroy(&comm->qmu);
     free(comm->scratch);

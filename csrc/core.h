@@ -180,6 +180,19 @@ struct rc_comm {
     int local_size;                /* ranks per host when every host has as many, else 0 */
     int host_idx, local_idx;       /* this rank's host and index on it */
     int *host_ranks;               /* [host * local_size + local index] = rank (uniform only) */
+    /* Topology (topo.c, at connect): every rank's (host, package, numa, l3)
+     * ids, [rank * 4 + level], and the order rings and trees follow:
+     * order[position] = rank, pos[rank] = position; both NULL when the
+     * order is the rank order (one domain).  Use rc_rank_at / rc_pos_of. */
+    int *topo_ids;
+    int *order, *pos;
+    int hier_domain;               /* allreduce_hier's "hosts": 0 hosts, 2 NUMA nodes, 3 L3 groups */
+    /* allreduce_hier's groups (topo.c): hosts, or with RINGCOMM_HIER_DOMAIN
+     * NUMA nodes / L3 groups, in order of their first position, members in
+     * position order: grp_ranks[group * grp_size + member] = rank (uniform
+     * groups only: grp_size 0 otherwise). */
+    int grp_n, grp_size, grp_idx, grp_lidx;
+    int *grp_ranks;
     struct rc_shm *shm;            /* shared-memory transport state */
     struct rc_tcp *tcp;            /* tcp transport state */
     struct rc_mpi *mpi;            /* MPI transport state (mpi.c) */
@@ -206,6 +219,16 @@ struct rc_comm {
     double p2p_moved_at;           /* when point-to-point traffic last moved (deadline) */
     int p2p_warned;                /* the half-timeout warning was printed since then */
 };
+
+/* The rank at ring position `v` (any integer: taken mod size) and the
+ * position of `rank` in the communicator's topology order (topo.c). */
+static inline int rc_rank_at(const rc_comm_t *c, int v) {
+    const int p = c->size, i = ((v % p) + p) % p;
+    return c->order ? c->order[i] : i;
+}
+static inline int rc_pos_of(const rc_comm_t *c, int rank) {
+    return c->pos ? c->pos[rank] : rank;
+}
 
 /* progress.c */
 /* Run (blocking, req == NULL) or post (req != NULL) a checked task.  A

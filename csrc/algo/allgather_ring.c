@@ -30,6 +30,11 @@
  * every link of the ring to be full at once, which the counts forbid when
  * nslots >= 2 (the argument of allreduce_ring.c).
  *
+ * Topology: the ring runs over positions of the topology order (topo.c; the
+ * identity on one domain): below, r is this rank's position and "block j"
+ * is the block of the rank at position j (blocks stay in rank order in
+ * recvbuf).
+ *
  * In place: sendbuf may be block r of recvbuf (then nothing is copied).
  *
  * Cost (n = p * count * esize bytes gathered):
@@ -42,14 +47,14 @@
 #include "algo.h"
 
 rc_status_t rc_allgather_ring(rc_comm_t *c, const rc_task_t *t) {
-    const int p = c->size, r = c->rank;
-    const int right = rc_ring_next(r, p), left = rc_ring_prev(r, p);
+    const int p = c->size, me = c->rank, r = rc_pos_of(c, me); /* ring position */
+    const int right = rc_rank_at(c, r + 1), left = rc_rank_at(c, r - 1);
     const size_t es = c->cur.esize;
     const uint64_t count = t->count, chunk = c->chunk_bytes / es;
     const uint64_t steps = rc_nchunks(count, chunk);
     const char *src = (const char *)t->sendbuf;
     char *dst = (char *)t->recvbuf;
-    const int in_place = count && src == dst + (size_t)r * count * es;
+    const int in_place = count && src == dst + (size_t)me * count * es;
 
     for (uint64_t it = 0; it < steps; it++) {
         const size_t n = (size_t)rc_slice_len(count, chunk, it), bytes = n * es;
@@ -57,10 +62,10 @@ rc_status_t rc_allgather_ring(rc_comm_t *c, const rc_task_t *t) {
 #define BLOCK(j) (dst + (n ? (size_t)(j) * count * es + soff : 0))
         /* 1. step 0: our own slice goes right and into our block */
         RC_CHECK(rc_prim_send(c, right, src + soff, bytes));
-        if (!in_place && bytes) memcpy(BLOCK(r), src + soff, bytes);
+        if (!in_place && bytes) memcpy(BLOCK(me), src + soff, bytes);
         /* 2. steps 1..p-2: keep block r-k and pass it on */
         for (int k = 1; k < p - 1; k++)
-            RC_CHECK(rc_prim_recv_copy_send(c, left, right, BLOCK(rc_mod(r - k, p)), bytes));
+            RC_CHECK(rc_prim_recv_copy_send(c, left, right, BLOCK(rc_rank_at(c, r - k)), bytes));
         /* 3. step p-1: block r+1 has gone round the ring; it stops here */
         RC_CHECK(rc_prim_recv(c, left, BLOCK(right), bytes));
 #undef BLOCK

@@ -19,6 +19,10 @@
  * Leaves send straight out of their input; chunks stream through all levels
  * at once (depth + nchunks steps, not depth x nchunks).
  *
+ * Ranks above are positions of the topology order (topo.c; the identity on
+ * one domain): subtrees are runs of consecutive positions, so children
+ * share their parent's NUMA / L3 domain where the sizes allow.
+ *
  * Cost: 2 log2(p) alpha + 2 n beta + n gamma (the root moves the whole buffer
  * once per child): the better choice only for small messages.
  */
@@ -29,12 +33,12 @@
 #include "algo.h"
 
 rc_status_t rc_allreduce_binomial(rc_comm_t *c, const void *in, void *out, uint64_t count) {
-    const int p = c->size, r = c->rank;
+    const int p = c->size, r = rc_pos_of(c, c->rank); /* tree position */
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t steps = rc_nchunks(count, chunk);
     const int limit = rc_binom_child_limit(r, p);
-    const int parent = r ? rc_binom_parent(r) : -1;
+    const int parent = r ? rc_rank_at(c, rc_binom_parent(r)) : -1;
     const char *src = (const char *)in;
     char *dst = (char *)out;
     int nchild = 0;
@@ -46,7 +50,7 @@ rc_status_t rc_allreduce_binomial(rc_comm_t *c, const void *in, void *out, uint6
         size_t off = (size_t)(n ? it * chunk * es : 0);
         const char *acc = src + off; /* the chunk as reduced so far */
         for (int d = 1; d < limit && r + d < p; d <<= 1) {
-            RC_CHECK(rc_prim_recv_reduce(c, r + d, dst + off, acc, (size_t)n));
+            RC_CHECK(rc_prim_recv_reduce(c, rc_rank_at(c, r + d), dst + off, acc, (size_t)n));
             acc = dst + off;
         }
         if (parent >= 0) {
@@ -64,7 +68,7 @@ rc_status_t rc_allreduce_binomial(rc_comm_t *c, const void *in, void *out, uint6
         size_t off = (size_t)(n ? it * chunk * es : 0);
         if (parent >= 0) RC_CHECK(rc_prim_recv(c, parent, dst + off, (size_t)(n * es)));
         for (int d = top >> 1; d >= 1; d >>= 1)
-            RC_CHECK(rc_prim_send(c, r + d, dst + off, (size_t)(n * es)));
+            RC_CHECK(rc_prim_send(c, rc_rank_at(c, r + d), dst + off, (size_t)(n * es)));
     }
     return RC_OK;
 }

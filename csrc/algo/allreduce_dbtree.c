@@ -21,6 +21,11 @@
  * Each rank runs up for all chunks, then down for all chunks; chunks stream
  * through the tree depth concurrently.
  *
+ * The trees are built over positions of the topology order (topo.c; the
+ * identity on one domain), then mapped to ranks: an in-order tree's
+ * subtrees are runs of consecutive positions, so most edges stay inside a
+ * NUMA / L3 domain.
+ *
  * Cost: 2 log2(p) alpha + ~2 n beta + n gamma per rank pair of trees; the
  * root of each tree handles only n/2 bytes per direction.
  */
@@ -50,7 +55,7 @@ static void btree_node(int p, int v, node_t *nd) {
     }
 }
 
-/* Tree t (0 = A, 1 = B) node of real rank r, in real ranks. */
+/* Tree t (0 = A, 1 = B) node of position r, in positions. */
 static void dbtree_node(int p, int r, int t, node_t *nd) {
     int v = t == 0 ? r : (p % 2 == 0 ? p - 1 - r : (r + 1) % p);
     btree_node(p, v, nd);
@@ -94,8 +99,13 @@ rc_status_t rc_allreduce_dbtree(rc_comm_t *c, const void *in, void *out, uint64_
     const uint64_t base[2] = {0, count - count / 2};
     const uint64_t steps = rc_nchunks(half[0], chunk);
     node_t nd[2];
-    dbtree_node(p, r, 0, &nd[0]);
-    dbtree_node(p, r, 1, &nd[1]);
+    dbtree_node(p, rc_pos_of(c, r), 0, &nd[0]);
+    dbtree_node(p, rc_pos_of(c, r), 1, &nd[1]);
+    for (int t = 0; t < 2; t++) { /* positions -> ranks */
+        int *ids[3] = {&nd[t].parent, &nd[t].child[0], &nd[t].child[1]};
+        for (int i = 0; i < 3; i++)
+            if (*ids[i] >= 0) *ids[i] = rc_rank_at(c, *ids[i]);
+    }
 
     for (int phase = 0; phase < 2; phase++) {
         for (uint64_t it = 0; it < steps; it++) {

@@ -3,8 +3,13 @@
  * slice across hosts among the ranks with the same local index (network),
  * all-gather inside each host.
  *
- * H hosts of L ranks each (comm->host_ranks; hosts with different rank
- * counts decline, coll.c falls back to the ring).  Rank (h, l) is the l-th
+ * H hosts of L ranks each (comm->grp_ranks, topo.c: hosts in order of
+ * their lowest rank, each host's ranks in topology order so that its ring
+ * follows NUMA / L3 domains; hosts with different rank counts decline,
+ * coll.c falls back to the ring).  With RINGCOMM_HIER_DOMAIN=numa (or l3)
+ * on rank 0 the "hosts" are NUMA nodes (L3 groups) instead
+ * (docs/topology.md): an explicit switch, since this machine cannot measure
+ * where that is faster.  Rank (h, l) is the l-th
  * rank of host h.  The buffer is processed block by block so every message
  * is at most one chunk and the phases stream (a rank is already in the
  * next block's reduce-scatter while a slower one finishes this block):
@@ -43,7 +48,7 @@
 int rc_allreduce_hier_ok(const rc_comm_t *c, uint64_t count, size_t esize) {
     (void)count;
     (void)esize;
-    return c->local_size > 0 && c->host_ranks != NULL && c->nhosts * c->local_size == c->size;
+    return c->grp_size > 0 && c->grp_ranks != NULL && c->grp_n * c->grp_size == c->size;
 }
 
 /* n members: ranks[j * stride], this rank is member i */
@@ -141,13 +146,13 @@ static rc_status_t direct_allreduce(rc_comm_t *c, const grp_t *g, char *at, uint
 }
 
 rc_status_t rc_allreduce_hier(rc_comm_t *c, const void *in, void *out, uint64_t count) {
-    const int L = c->local_size, H = c->nhosts, l = c->local_idx, h = c->host_idx;
+    const int L = c->grp_size, H = c->grp_n, l = c->grp_lidx, h = c->grp_idx;
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const char *src = (const char *)in;
     char *dst = (char *)out;
-    const grp_t local = {c->host_ranks + (size_t)h * (size_t)L, 1, L, l};
-    const grp_t cross = {c->host_ranks + l, L, H, h};
+    const grp_t local = {c->grp_ranks + (size_t)h * (size_t)L, 1, L, l};
+    const grp_t cross = {c->grp_ranks + l, L, H, h};
     /* the segment this rank owns after step 1 */
     const int own = rc_mod(l + 1, L);
     const int ring = H > 8 || (H > 2 && count > (uint64_t)L * chunk);

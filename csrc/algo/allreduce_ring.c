@@ -20,6 +20,11 @@
  * in one fixed order and its owner's result is copied to everyone, so every
  * rank ends with bitwise identical data.
  *
+ * r is the rank's position in the topology order (topo.c: rc_pos_of, the
+ * identity on one NUMA/L3 domain) and r+1 the next position's rank, so the
+ * ring crosses each domain boundary once; segment s is the s-th of the
+ * buffer whoever holds it, so every rank still agrees on the layout.
+ *
  * Cost: 2(p-1) alpha per slice + 2(p-1)/p n beta + (p-1)/p n gamma.
  */
 #include "../pattern.h"
@@ -27,8 +32,8 @@
 #include "algo.h"
 
 rc_status_t rc_allreduce_ring(rc_comm_t *c, const void *in, void *out, uint64_t count) {
-    const int p = c->size, r = c->rank;
-    const int right = rc_ring_next(r, p), left = rc_ring_prev(r, p);
+    const int p = c->size, r = rc_pos_of(c, c->rank); /* ring position */
+    const int right = rc_rank_at(c, r + 1), left = rc_rank_at(c, r - 1);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const char *src = (const char *)in;

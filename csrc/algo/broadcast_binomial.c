@@ -11,6 +11,10 @@
  *         |  |           send it to the children, largest subtree first
  *         5  3           (v + 4, v + 2, v + 1), so the deepest path starts first
  *
+ * v counts positions of the topology order (topo.c; the identity on one
+ * domain) from the root's: subtrees are runs of consecutive positions, so
+ * children share their parent's NUMA / L3 domain where the sizes allow.
+ *
  * The buffer is cut into k = ceil(n / chunk) chunks of chunk_bytes / esize
  * elements (at least one, possibly empty, message per link even for n = 0);
  * chunk i leaves the root while chunk i-1 is one level further down, so the
@@ -27,12 +31,12 @@
 
 rc_status_t rc_broadcast_binomial(rc_comm_t *c, const rc_task_t *t) {
     const int p = c->size, root = t->root;
-    const int v = rc_mod(c->rank - root, p);
+    const int base = rc_pos_of(c, root), v = rc_mod(rc_pos_of(c, c->rank) - base, p);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t count = t->count, steps = rc_nchunks(count, chunk);
     const int limit = rc_binom_child_limit(v, p);
-    const int parent = v ? (rc_binom_parent(v) + root) % p : -1;
+    const int parent = v ? rc_rank_at(c, rc_binom_parent(v) + base) : -1;
     char *buf = (char *)t->recvbuf;
     int top = 1; /* one past the largest child offset */
     while (top < limit && v + top < p) top <<= 1;
@@ -45,7 +49,7 @@ rc_status_t rc_broadcast_binomial(rc_comm_t *c, const rc_task_t *t) {
         if (parent >= 0) RC_CHECK(rc_prim_recv(c, parent, at, bytes));
         /* 2. and goes to the children, largest subtree first */
         for (int d = top >> 1; d >= 1; d >>= 1)
-            RC_CHECK(rc_prim_send(c, (v + d + root) % p, at, bytes));
+            RC_CHECK(rc_prim_send(c, rc_rank_at(c, v + d + base), at, bytes));
     }
     return RC_OK;
 }

@@ -10,6 +10,9 @@
  *   0 < v < p-1:  recv_copy_send(prev, next, chunk i)
  *   v = p-1:      recv(prev, chunk i)
  *
+ * v counts positions of the topology order (topo.c; the identity on one
+ * domain) from the root's, so the chain crosses each domain boundary once.
+ *
  * The buffer is cut into k = ceil(n / chunk) chunks of chunk_bytes / esize
  * elements (at least one, possibly empty, message per link even for n = 0).
  * All links carry chunks at once: p - 1 + k - 1 pipeline steps.  A chain has
@@ -24,8 +27,8 @@
 
 rc_status_t rc_broadcast_chain(rc_comm_t *c, const rc_task_t *t) {
     const int p = c->size, root = t->root;
-    const int v = rc_mod(c->rank - root, p);
-    const int prev = rc_ring_prev(c->rank, p), next = rc_ring_next(c->rank, p);
+    const int me = rc_pos_of(c, c->rank), v = rc_mod(me - rc_pos_of(c, root), p);
+    const int prev = rc_rank_at(c, me - 1), next = rc_rank_at(c, me + 1);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t count = t->count, steps = rc_nchunks(count, chunk);

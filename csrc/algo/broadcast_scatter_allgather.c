@@ -17,6 +17,9 @@
  *   p = 4, slice it:   root --s1--> v1   root --s2--> v2   root --s3--> v3
  *                      root --s0,s3,s2--> v1 --s1,s0,s3--> v2 --s2,s1,s0--> v3
  *
+ * v counts positions of the topology order (topo.c; the identity on one
+ * domain) from the root's, so the ring follows NUMA and L3 domains.
+ *
  * Deadlock freedom: every link points from a lower v to a higher one, so
  * waits cannot close a cycle; each scatter link carries one message per
  * slice, so the root blocks on a peer only while that peer is two slices
@@ -36,8 +39,9 @@
 
 rc_status_t rc_broadcast_scatter_allgather(rc_comm_t *c, const rc_task_t *t) {
     const int p = c->size, root = t->root;
-    const int v = rc_mod(c->rank - root, p);
-    const int right = rc_ring_next(c->rank, p), left = rc_ring_prev(c->rank, p);
+    const int me = rc_pos_of(c, c->rank), base = rc_pos_of(c, root);
+    const int v = rc_mod(me - base, p);
+    const int right = rc_rank_at(c, me + 1), left = rc_rank_at(c, me - 1);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t count = t->count, steps = rc_nchunks(rc_seg_len(count, p, 0), chunk);
@@ -52,7 +56,7 @@ rc_status_t rc_broadcast_scatter_allgather(rc_comm_t *c, const rc_task_t *t) {
         if (v == 0) {
             /* 1. scatter: one slice to every peer */
             for (int w = 1; w < p; w++)
-                RC_CHECK(rc_prim_send(c, (w + root) % p, SLICE_AT(w), SLICE_BYTES(w)));
+                RC_CHECK(rc_prim_send(c, rc_rank_at(c, base + w), SLICE_AT(w), SLICE_BYTES(w)));
             /* 2. all-gather: segments 0, p-1, ..., 2 to the right, from our buffer */
             for (int k = 0; k < p - 1; k++) {
                 s = rc_mod(-k, p);

@@ -10,6 +10,10 @@
  *            |  |          acc = x_v op y_(v+1) op y_(v+2) op y_(v+4)
  *            3  5        and passes acc to its parent.
  *
+ * v counts positions of the topology order (topo.c; the identity on one
+ * domain) from the root's: subtrees are runs of consecutive positions, so
+ * children share their parent's NUMA / L3 domain where the sizes allow.
+ *
  * Where acc lives: a leaf sends its input chunk as is; an interior rank
  * accumulates in c->scratch (chunk_bytes of private memory: the caller's
  * sendbuf stays untouched) and reduces its LAST child's chunk straight into
@@ -31,16 +35,16 @@
 
 rc_status_t rc_reduce_binomial(rc_comm_t *c, const rc_task_t *t) {
     const int p = c->size, root = t->root;
-    const int v = rc_mod(c->rank - root, p);
+    const int base = rc_pos_of(c, root), v = rc_mod(rc_pos_of(c, c->rank) - base, p);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t count = t->count, steps = rc_nchunks(count, chunk);
     const int limit = rc_binom_child_limit(v, p);
-    const int parent = v ? (rc_binom_parent(v) + root) % p : -1;
+    const int parent = v ? rc_rank_at(c, rc_binom_parent(v) + base) : -1;
     const char *src = (const char *)t->sendbuf;
     char *dst = (char *)t->recvbuf;
     int kids[32], nk = 0; /* children in increasing v, as real ranks */
-    for (int d = 1; d < limit && v + d < p; d <<= 1) kids[nk++] = (v + d + root) % p;
+    for (int d = 1; d < limit && v + d < p; d <<= 1) kids[nk++] = rc_rank_at(c, v + d + base);
 
     for (uint64_t it = 0; it < steps; it++) {
         const uint64_t n = rc_slice_len(count, chunk, it);

@@ -27,6 +27,9 @@
  * result does not depend on timing.  Non-roots only read their sendbuf;
  * with recvbuf == sendbuf the root writes a slice only after its last read.
  *
+ * Topology: r, o and the ring are positions of the topology order (topo.c;
+ * the identity on one domain), segments are labelled by position.
+ *
  * Deadlock freedom: the ring is allreduce_ring.c's (nslots >= 2); a gather
  * link carries one message per slice and the root drains slice it before it
  * starts slice it+1's ring, which every owner needs before it can get two
@@ -49,8 +52,8 @@ static inline size_t slice(uint64_t count, int p, int s, uint64_t chunk, uint64_
 }
 
 rc_status_t rc_reduce_rs_gather(rc_comm_t *c, const rc_task_t *t) {
-    const int p = c->size, r = c->rank, root = t->root;
-    const int right = rc_ring_next(r, p), left = rc_ring_prev(r, p);
+    const int p = c->size, r = rc_pos_of(c, c->rank), root = t->root; /* r: ring position */
+    const int right = rc_rank_at(c, r + 1), left = rc_rank_at(c, r - 1);
     const size_t es = c->cur.esize;
     const uint64_t chunk = c->chunk_bytes / es;
     const uint64_t count = t->count, steps = rc_nchunks(rc_seg_len(count, p, 0), chunk);
@@ -69,7 +72,7 @@ rc_status_t rc_reduce_rs_gather(rc_comm_t *c, const rc_task_t *t) {
         }
         /* 3. segment r+1 is finished here: into the root's slot, or recvbuf at the root */
         n = slice(count, p, rc_ring_next(r, p), chunk, it, es, &off);
-        if (r != root) {
+        if (c->rank != root) {
             RC_CHECK(rc_prim_recv_reduce_send(c, left, root, src + off, n));
             continue;
         }
@@ -77,9 +80,9 @@ rc_status_t rc_reduce_rs_gather(rc_comm_t *c, const rc_task_t *t) {
         if (c->cur.scale && n) c->cur.scale(dst + off, n, (double)p);
         /* 4. the root gathers the other finished segments, owners in a fixed order */
         for (int k = 1; k < p; k++) {
-            const int o = (root + k) % p;
+            const int o = (r + k) % p; /* owner position; r is the root's */
             n = slice(count, p, rc_ring_next(o, p), chunk, it, es, &off);
-            RC_CHECK(rc_prim_recv(c, o, dst + off, n * es));
+            RC_CHECK(rc_prim_recv(c, rc_rank_at(c, o), dst + off, n * es));
             if (c->cur.scale && n) c->cur.scale(dst + off, n, (double)p);
         }
     }

@@ -25,6 +25,11 @@
  * (own op received, rank indices mod p): fixed by p and j alone, so the
  * result is bitwise identical on every run.
  *
+ * Topology: the ring runs over positions of the topology order (topo.c; the
+ * identity on one domain): r above is this rank's position and block j the
+ * block of the rank at position j, so the partial of a rank's block starts
+ * at the next position and ends at the rank itself.
+ *
  * Chunk arithmetic: chunk = chunk_bytes / esize elements; slices per block =
  * rc_nchunks(count, chunk) >= 1 (a zero count still sends one empty message
  * per step, so a mismatched peer is caught); slice `it` of block j starts at
@@ -47,8 +52,8 @@
 #include "algo.h"
 
 rc_status_t rc_reduce_scatter_ring(rc_comm_t *c, const rc_task_t *t) {
-    const int p = c->size, r = c->rank;
-    const int right = rc_ring_next(r, p), left = rc_ring_prev(r, p);
+    const int p = c->size, me = c->rank, r = rc_pos_of(c, me); /* ring position */
+    const int right = rc_rank_at(c, r + 1), left = rc_rank_at(c, r - 1);
     const size_t es = c->cur.esize;
     const uint64_t count = t->count, chunk = c->chunk_bytes / es;
     const uint64_t steps = rc_nchunks(count, chunk);
@@ -63,9 +68,9 @@ rc_status_t rc_reduce_scatter_ring(rc_comm_t *c, const rc_task_t *t) {
         RC_CHECK(rc_prim_send(c, right, BLOCK(left), n * es));
         /* 2. steps 1..p-2: add ours to the partial of block r-1-k, pass it on */
         for (int k = 1; k < p - 1; k++)
-            RC_CHECK(rc_prim_recv_reduce_send(c, left, right, BLOCK(rc_mod(r - 1 - k, p)), n));
+            RC_CHECK(rc_prim_recv_reduce_send(c, left, right, BLOCK(rc_rank_at(c, r - 1 - k)), n));
         /* 3. step p-1: block r is complete here */
-        RC_CHECK(rc_prim_recv_reduce(c, left, dst + soff, BLOCK(r), n));
+        RC_CHECK(rc_prim_recv_reduce(c, left, dst + soff, BLOCK(me), n));
         if (c->cur.scale && n) c->cur.scale(dst + soff, n, (double)p);
 #undef BLOCK
     }

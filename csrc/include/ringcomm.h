@@ -142,6 +142,11 @@ size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
  * pointer may be NULL.  Rank 0's values, once connected. */
 rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name, uint64_t *value,
                               const char **origin);
+/* The topology order rings and trees follow (docs/topology.md), once
+ * connected: order[i] (size ints) = the rank at ring position i; ids
+ * (size * 4 ints) = every rank's host index, package, NUMA node and L3
+ * group (-1: none or several).  Either pointer may be NULL. */
+rc_status_t rc_comm_topology(const rc_comm_t *comm, int *order, int *ids);
 /* Where rank 0's thresholds came from: "file PATH" or "built-in defaults (...)". */
 const char *rc_comm_tune_source(const rc_comm_t *comm);
 

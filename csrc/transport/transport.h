@@ -43,12 +43,20 @@ typedef struct {
     } tune;
     /* Bytes 832..1023: per-feature fields, each at a fixed offset that
      * tests/test_fuzz.py packs.  A feature takes its bytes from `spare`. */
-    unsigned char spare[RC_ADDRESS_BYTES - 832];
+    /* 832..839: where this rank sits in its machine (topo.c): RC_TOPO_* bits,
+     * then its package, NUMA node and L3 group (lowest CPU sharing it), each
+     * RC_TOPO_NONE (0xFFFF) when unknown or when its CPUs span several. */
+    uint8_t topo;
+    uint8_t topo_pad;
+    uint16_t topo_package, topo_numa, topo_l3;
+    /* 840..1023: still free; the straggler report takes its bytes from 840. */
+    unsigned char spare[RC_ADDRESS_BYTES - 840];
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
 _Static_assert(sizeof(rc_tune_t) <= sizeof(((rc_addr_t *)0)->tune.room), "tuning fits its room");
 _Static_assert(offsetof(rc_addr_t, shm_free_mib) == 444 && offsetof(rc_addr_t, tune) == 448 &&
-                   offsetof(rc_addr_t, spare) == 832,
+                   offsetof(rc_addr_t, topo) == 832 && offsetof(rc_addr_t, topo_package) == 834 &&
+                   offsetof(rc_addr_t, topo_l3) == 838 && offsetof(rc_addr_t, spare) == 840,
                "address blob layout (tests/test_fuzz.py packs it)");
 
 typedef struct rc_transport_ops {

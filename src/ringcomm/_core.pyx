@@ -11,6 +11,7 @@ from libc.string cimport memset
 
 cimport ringcomm.libringcomm as lib
 
+import array
 import enum
 import sys
 
@@ -406,6 +407,20 @@ cdef class Communicator:
             out[name.decode()] = (value, origin.decode()) if origins else value
             i += 1
         return out
+
+    def _topology(self):
+        """The topology order rings and trees follow (docs/topology.md):
+        {"order": [rank at ring position 0, 1, ...], "domains": [(host,
+        package, numa, l3) of rank 0, 1, ...]} (-1: none, or several)."""
+        cdef lib.rc_comm_t *c = self._ptr()
+        cdef int p = lib.rc_comm_size(c)
+        order = array.array("i", [0]) * p
+        ids = array.array("i", [0]) * (4 * p)
+        cdef int[::1] ov = order
+        cdef int[::1] iv = ids
+        _check(lib.rc_comm_topology(c, &ov[0], &iv[0]))
+        return {"order": order.tolist(),
+                "domains": [tuple(ids[4 * r:4 * r + 4]) for r in range(p)]}
 
     @property
     def tune_source(self):

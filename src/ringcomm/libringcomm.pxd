@@ -105,6 +105,7 @@ cdef extern from "ringcomm.h" nogil:
     rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name,
                                   uint64_t *value, const char **origin)
     const char *rc_comm_tune_source(const rc_comm_t *comm)
+    rc_status_t rc_comm_topology(const rc_comm_t *comm, int *order, int *ids)
 
     rc_status_t rc_allreduce(rc_comm_t *comm, const void *sendbuf, void *recvbuf,
                              uint64_t count, rc_dtype_t dt, rc_op_t op, rc_algo_t algo,

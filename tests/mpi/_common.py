@@ -44,6 +44,17 @@ SIZE = WORLD.Get_size()
 if os.environ.get("RINGCOMM_TEST_HOSTS"):
     os.environ["RINGCOMM_HOST_ID"] = os.environ["RINGCOMM_TEST_HOSTS"].split(",")[RANK]
 
+# Fake topologies (tests/test_topology.py): with RINGCOMM_SYSFS_ROOT naming
+# a fake sysfs tree, RINGCOMM_TEST_TOPO_CPUS="0;1;2;3" gives rank r the CPU
+# list field r for its topology (RINGCOMM_TOPO_CPUS: CPUs this 2-CPU machine
+# has not), RINGCOMM_TEST_PIN="0;1;0;1" pins rank r to real CPUs (its
+# affinity mask then says where it is), both before any communicator.
+if os.environ.get("RINGCOMM_TEST_TOPO_CPUS"):
+    os.environ["RINGCOMM_TOPO_CPUS"] = os.environ["RINGCOMM_TEST_TOPO_CPUS"].split(";")[RANK]
+if os.environ.get("RINGCOMM_TEST_PIN"):
+    os.sched_setaffinity(0, {int(c) for c in
+                             os.environ["RINGCOMM_TEST_PIN"].split(";")[RANK].split(",")})
+
 FLOATS = ("float32", "float64", "float16", "bfloat16")
 INTS = ("int8", "uint8", "int32", "int64")
 DTYPES = FLOATS + INTS
