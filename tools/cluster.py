@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -295,6 +296,19 @@ class Cluster:
                                        "(apt-get install iptables)")
                 _run("ip", "netns", "exec", h.netns, ipt, "-A", *[a.format(p=loss) for a in rule])
         h.shape = dict(rate=rate, delay=delay, loss=loss)
+
+    def dropped(self, host) -> int:
+        """Packets the loss shaping of host's link has dropped so far."""
+        h = self.hosts[host]
+        if self._netem:
+            out = _run("tc", "-s", "-n", h.netns, "qdisc", "show", "dev", "eth0").stdout
+            return sum(int(m) for m in re.findall(r"dropped (\d+)", out))
+        ipt = shutil.which("iptables-legacy") or shutil.which("iptables")
+        if ipt is None:
+            return 0
+        out = _run("ip", "netns", "exec", h.netns, ipt, "-L", "OUTPUT", "-v", "-x", "-n").stdout
+        return sum(int(line.split()[0]) for line in out.splitlines()
+                   if "DROP" in line and "statistic" in line)
 
     def link(self, host, up: bool):
         """Take host's link down (or up): its eth0 inside the host."""
