@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.ringcomm-installed
 SOURCES := $(shell find csrc src -name '*.c' -o -name '*.h' -o -name '*.pyx' -o -name '*.pxd' 2>/dev/null | grep -v '_core.c$$')
 NP     ?= 4
 
-.PHONY: setup test test-sanitize demo bench clean
+.PHONY: setup test test-cluster test-sanitize demo bench clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,15 @@ $(STAMP): $(BIN)/python requirements-dev.txt pyproject.toml setup.py $(SOURCES)
 	@touch $@
 
 test: setup
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --ignore=tests/cluster
+
+# `make test-cluster` (root): the multi-host suites and link faults over real
+# namespace hosts made by tools/cluster.py (docs/cluster.md): own network
+# namespace, /dev/shm and hostname per host, shaped links.  ~8 min on 2 cores.
+# Packet loss without netem needs iptables (.ci/run installs it).
+test-cluster: setup
+	$(BIN)/python tools/cluster.py cleanup
+	$(BIN)/python -m pytest tests/cluster -q --durations=15
 
 # `make test-sanitize`: the C core and the binding built with AddressSanitizer
 # and UndefinedBehaviorSanitizer into build/sanitize (the .venv build and

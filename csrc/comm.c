@@ -20,6 +20,7 @@
 #define RC_DEFAULT_CHUNK_OVER (512 * 1024)
 #define RC_DEFAULT_NSLOTS 4
 #define RC_DEFAULT_TIMEOUT 300.0
+#define RC_LOCAL_WAIT_GRACE 2.0
 
 /* Host identity: two ranks share memory only when they share a kernel boot
  * and the /dev/shm filesystem (containers on one host may not). */
@@ -381,7 +382,17 @@ rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int
                                const char *via, const char *basis,
                                void (*stragglers)(rc_comm_t *, char *, size_t), int *warned) {
     double waited = rc_now() - t0;
-    if (waited <= comm->timeout_s / 2 || (*warned && waited <= comm->timeout_s)) return RC_OK;
+    /* Ranks on several hosts, this one waiting for a peer of its own host
+     * (shared memory): it fails RC_LOCAL_WAIT_GRACE s after the deadline, so
+     * that the rank of this host that waits for the network, and knows which
+     * remote rank and host is missing, reports first (every rank adopts the
+     * first abort it hears; a link down otherwise ends in "rank 1 waited to
+     * receive from rank 0", naming neither). */
+    double limit = comm->timeout_s;
+    if (comm->nhosts > 1 && peer >= 0 && peer < comm->size && comm->peer_tp &&
+        comm->peer_tp[peer] == &rc_transport_shm)
+        limit += RC_LOCAL_WAIT_GRACE;
+    if (waited <= comm->timeout_s / 2 || (*warned && waited <= limit)) return RC_OK;
     char mine[160], late[600];
     rc_desc_format(&comm->cur.desc, mine, sizeof mine);
     stragglers(comm, late, sizeof late);
@@ -391,7 +402,7 @@ rc_status_t rc_comm_wait_check(rc_comm_t *comm, double t0, const char *what, int
                "It fails at %.0f s (RINGCOMM_TIMEOUT)",
                comm->rank, waited, mine, what, peer, via, late, comm->timeout_s);
     }
-    if (waited <= comm->timeout_s) return RC_OK;
+    if (waited <= limit) return RC_OK;
     return rc_comm_fail(comm, RC_ERR_TIMEOUT,
                         "timeout after %.1f s: rank %d in %s waited to %s rank %d%s; ranks not "
                         "arrived: %s (%sRINGCOMM_TIMEOUT=%.0f)",

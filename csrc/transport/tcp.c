@@ -760,7 +760,11 @@ static rc_status_t tcp_slow_checks(rc_comm_t *comm, int peer, double t0, const c
             !rc_desc_equal(&p->last, &comm->cur.desc))
             return rc_comm_mismatch(comm, p->rank, &p->last);
     }
-    return rc_comm_wait_check(comm, t0, what, peer, " (tcp)", "", tcp_stragglers, warned);
+    /* the peer's host in the warning and the timeout: on a cluster the rank
+     * number alone does not say which machine or link to look at */
+    char via[96];
+    snprintf(via, sizeof via, " (tcp, host %s)", t->peers[peer].host);
+    return rc_comm_wait_check(comm, t0, what, peer, via, "", tcp_stragglers, warned);
 }
 
 static int tcp_ready(rc_comm_t *comm, tcp_peer_t *p, int lane, int send) {

@@ -41,7 +41,18 @@ SIZE = WORLD.Get_size()
 # Simulated hosts (tests/test_multihost.py): RINGCOMM_TEST_HOSTS="a,a,b,b"
 # gives rank r the host identity hosts[r] (RINGCOMM_HOST_ID, read when a
 # communicator is made), so ranks on one machine talk as if on several.
-if os.environ.get("RINGCOMM_TEST_HOSTS"):
+# Namespace hosts (tests/cluster/, RINGCOMM_TEST_CLUSTER=1): the same variable
+# only describes where the ranks are (hostnames h0, h1, ...); each rank checks
+# it runs there and the host identity stays the real one (no RINGCOMM_HOST_ID).
+if os.environ.get("RINGCOMM_TEST_CLUSTER"):
+    import socket
+    _want = os.environ.get("RINGCOMM_TEST_HOSTS", "").split(",")
+    if "RINGCOMM_HOST_ID" in os.environ or len(_want) != SIZE or \
+            socket.gethostname() != _want[RANK]:
+        raise SystemExit(f"rank {RANK}: runs on host {socket.gethostname()!r}, "
+                         f"RINGCOMM_TEST_HOSTS={_want} (size {SIZE}), RINGCOMM_HOST_ID="
+                         f"{os.environ.get('RINGCOMM_HOST_ID')!r}: not the cluster layout")
+elif os.environ.get("RINGCOMM_TEST_HOSTS"):
     os.environ["RINGCOMM_HOST_ID"] = os.environ["RINGCOMM_TEST_HOSTS"].split(",")[RANK]
 
 # Fake topologies (tests/test_topology.py): with RINGCOMM_SYSFS_ROOT naming
