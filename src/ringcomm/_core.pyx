@@ -6,7 +6,7 @@ Argument checks run here, under the GIL, before any communication."""
 cimport cython
 from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
                              PyBUF_RECORDS_RO)
-from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
 cimport ringcomm.libringcomm as lib
@@ -325,6 +325,7 @@ cdef class Communicator:
     cdef object _closed_reason
     cdef public object _timeout
     cdef public int _nsplit
+    cdef public object _strag     # stragglers.py's state (window start, hosts, offset)
     cdef object __weakref__      # bootstrap.py closes MPI-backed ones before MPI_Finalize
 
     def __cinit__(self):
@@ -671,6 +672,42 @@ cdef class Communicator:
         cdef Request r = self._result(req, b, None, buf)
         r.is_recv = True
         return r
+
+    # ---- stragglers (the report is src/ringcomm/stragglers.py) ----
+
+    def stragglers(self, reset=False):
+        """Who the others waited for, over the collective calls since the last
+        reset (at most the last 4096): collective, every rank gets the same
+        StragglerReport (str() is a table, .as_dict() for tools).  reset=True
+        starts a new window after this report."""
+        from ringcomm.stragglers import report
+        return report(self, reset)
+
+    def _seq(self):
+        """The sequence number of the next collective call."""
+        return lib.rc_comm_seq(self._ptr())
+
+    def _arrivals(self, uint32_t first, uint32_t n):
+        """This rank's arrival times (CLOCK_MONOTONIC s) of calls first..first+n-1
+        (NaN: not recorded, overwritten or quiet), as a float64 numpy array."""
+        import numpy as np
+        out = np.empty(n, np.float64)
+        cdef double[::1] v = out
+        cdef double *p = &v[0] if n else NULL
+        _check(lib.rc_comm_arrivals(self._ptr(), first, n, p))
+        return out
+
+    def _set_quiet(self, bint quiet):
+        """Collectives posted while set are the report's own: not recorded."""
+        _check(lib.rc_comm_set_quiet(self._ptr(), quiet))
+
+    def _set_clock_offset(self, double offset):
+        _check(lib.rc_comm_set_clock_offset(self._ptr(), offset))
+
+    @property
+    def straggler_period(self):
+        """RINGCOMM_STRAGGLER as rank 0 set it (seconds; 0.0: off)."""
+        return lib.rc_comm_straggler_period(self._ptr())
 
     def split(self, color, int key=0, timeout=None):
         """A new communicator over the ranks that pass the same `color`

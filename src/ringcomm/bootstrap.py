@@ -48,6 +48,11 @@ def _connect(rank, size, token, timeout, bcast_errors, allgather, mpi_comm=None)
         if comm is not None:
             comm.close()
         raise _core.RingcommError(errors[0][0], "communicator setup failed: " + _summary(errors))
+    if size > 1 and comm.straggler_period > 0:
+        # RINGCOMM_STRAGGLER (rank 0's, so every rank does this): host names
+        # and clock offsets for the periodic line
+        from ringcomm import stragglers
+        stragglers.setup(comm)
     return comm
 
 
