@@ -41,7 +41,8 @@ DEFAULT_RINGCOMM_TIMEOUT = "60"     # RINGCOMM_TIMEOUT inside mpirun jobs
 # from the inherited environment so every job sees only what its test sets.
 RINGCOMM_CONFIG_VARS = ("RINGCOMM_CHUNK_BYTES", "RINGCOMM_NSLOTS", "RINGCOMM_ALGO",
                         "RINGCOMM_TIMEOUT", "RINGCOMM_ISA", "RINGCOMM_SHM_CELLS",
-                        "RINGCOMM_SHM_P2P_CELLS")
+                        "RINGCOMM_SHM_P2P_CELLS", "RINGCOMM_STRAGGLER",
+                        "RINGCOMM_STRAGGLER_CALLS")
 
 # tests/mpi/*.py are launched by mpirun, never collected by pytest.
 collect_ignore = ["mpi"]
