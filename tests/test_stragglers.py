@@ -31,3 +31,9 @@ def test_periodic_line(run_mpi, nprocs):
     assert lines, res.output
     assert all(re.search(r"straggler: rank 1 \(host \S+\) arrived last in \d+ of \d+ calls", ln)
                for ln in lines), lines
+
+
+def test_torch_stragglers(run_mpi):
+    """ringcomm.torch.stragglers(group) names the sleeper on the default group and on a
+    new ringcomm group, the same on every rank; a gloo group raises ValueError."""
+    run_mpi(3, "stragglers.py", "torch", 2, timeout=300)

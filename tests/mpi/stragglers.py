@@ -9,6 +9,8 @@ Cases (argv[1]):
               the last 4096 and the resident memory does not grow; a forced
               Cristian estimate on one clock is within its own RTT/2 of 0;
               bad arguments raise.
+  torch R     ringcomm.torch.stragglers(group) names R on the default group
+              and on a new ringcomm group; a gloo group raises.
   periodic R  RINGCOMM_STRAGGLER (set on rank 0 only: rank 0's setting decides
               for every rank): rank R sleeps; rank 0 prints the line.
 """
@@ -138,8 +140,40 @@ def case_periodic(comm, sleeper):
     return 1
 
 
+def case_torch(sleeper):
+    """ringcomm.torch.stragglers(group) on the default group and a new one."""
+    import torch
+    import torch.distributed as dist
+
+    import ringcomm.torch as rt
+    dist.init_process_group("ringcomm")
+    sub = dist.new_group(list(range(SIZE)), backend="ringcomm")
+    try:
+        for group in (None, sub):
+            t = torch.ones(16)
+            for _ in range(30):
+                if RANK == sleeper:
+                    time.sleep(SLEEP)
+                dist.all_reduce(t, group=group)
+            rep = rt.stragglers(group, reset=True)
+            d = same_everywhere(rep)
+            assert d["ncalls"] == 30 and d["straggler"] == sleeper, str(rep)
+        try:
+            rt.stragglers(dist.new_group(backend="gloo"))
+        except ValueError as e:
+            assert "ringcomm" in str(e)
+        else:
+            raise AssertionError("a gloo group did not raise")
+    finally:
+        dist.destroy_process_group()
+    return 3
+
+
 def main():
     case = sys.argv[1]
+    if case == "torch":
+        finish("stragglers-torch", case_torch(int(sys.argv[2])))
+        return
     if case == "periodic":
         if RANK == 0:
             os.environ["RINGCOMM_STRAGGLER"] = "0.2"
