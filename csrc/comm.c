@@ -109,6 +109,10 @@ rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle) {
 }
 
 int rc_comm_rank(const rc_comm_t *comm) { return comm ? comm->rank : -1; }
+rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg) {
+    if (msg) *msg = comm && comm->broken ? comm->broken_msg : "";
+    return comm ? comm->broken : RC_ERR_INVALID_ARG;
+}
 int rc_comm_size(const rc_comm_t *comm) { return comm ? comm->size : -1; }
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm) { return comm ? comm->chunk_bytes : 0; }
 

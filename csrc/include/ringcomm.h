@@ -134,6 +134,9 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes);
 rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_bytes);
 rc_status_t rc_comm_destroy(rc_comm_t *comm);   /* releases everything; NULL is fine */
 int rc_comm_rank(const rc_comm_t *comm);
+/* RC_OK while the communicator works; else the sticky failure (status) and
+ * its text in *msg (may be NULL).  For shrink (src/ringcomm/shrink.py). */
+rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg);
 int rc_comm_size(const rc_comm_t *comm);
 /* The chunk (slot) size in bytes and slot count this communicator uses. */
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);

@@ -326,6 +326,7 @@ cdef class Communicator:
     cdef public object _timeout
     cdef public int _nsplit
     cdef public object _strag     # stragglers.py's state (window start, hosts, offset)
+    cdef public object _ft        # shrink.py's state (control socket, peers' addresses)
     cdef object __weakref__      # bootstrap.py closes MPI-backed ones before MPI_Finalize
 
     def __cinit__(self):
@@ -709,6 +710,28 @@ cdef class Communicator:
         """RINGCOMM_STRAGGLER as rank 0 set it (seconds; 0.0: off)."""
         return lib.rc_comm_straggler_period(self._ptr())
 
+    # ---- surviving a lost rank (src/ringcomm/shrink.py) ----
+
+    def _failure(self):
+        """(status, text) of the sticky failure; (0, "") while healthy."""
+        cdef const char *msg = NULL
+        cdef lib.rc_status_t st = lib.rc_comm_failure(self._ptr(), &msg)
+        return int(st), msg.decode("utf-8", "replace") if msg != NULL else ""
+
+    def shrink(self, timeout=None):
+        """After a failure (RC_ERR_PEER_LOST, or a timeout): a new
+        Communicator of the ranks still alive, in their old order, once the
+        survivors agree on that set (collective over the survivors).  This
+        communicator stays failed; close() it."""
+        from ringcomm.shrink import shrink
+        return shrink(self, timeout)
+
+    def failed_ranks(self):
+        """The ranks of this communicator known to be lost (after shrink: the
+        ones it left out; before: those whose process is gone)."""
+        from ringcomm.shrink import failed_ranks
+        return failed_ranks(self)
+
     def split(self, color, int key=0, timeout=None):
         """A new communicator over the ranks that pass the same `color`
         (ordered by key, then rank), as MPI_Comm_split; collective over this
@@ -721,6 +744,10 @@ cdef class Communicator:
         a call still running on it raises (and its peers with it)."""
         cdef lib.rc_comm_t *c = self.c
         self.c = NULL
+        if self._ft is not None:
+            sock = self._ft.get("sock")
+            if sock is not None:
+                sock.close()
         if c != NULL:
             with nogil:
                 lib.rc_comm_destroy(c)

@@ -103,6 +103,7 @@ cdef extern from "ringcomm.h" nogil:
     int rc_have_mpi()
     rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle)
 
+    rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg)
     uint32_t rc_comm_seq(const rc_comm_t *comm)
     rc_status_t rc_comm_arrivals(const rc_comm_t *comm, uint32_t first, uint32_t n, double *out)
     rc_status_t rc_comm_set_quiet(rc_comm_t *comm, int quiet)
