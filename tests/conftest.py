@@ -167,19 +167,21 @@ def _describe(cmd, env_extra, output, why):
 
 
 def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
-               expect_success=True) -> MpiResult:
+               expect_success=True, mpirun_args=(), rank_prefix=()) -> MpiResult:
     """Run ``mpirun -n nprocs python -m mpi4py tests/mpi/<worker> args``.
 
     With expect_success, the job must exit 0 and every rank must print its
     RINGCOMM-WORKER-OK line with a positive case count; otherwise the test
     fails showing the whole output.  A job that outlives ``timeout`` seconds is
-    killed (its whole process group) and fails the test.
+    killed (its whole process group) and fails the test.  mpirun_args go
+    before ``-n`` (e.g. ``-disable-auto-cleanup``); rank_prefix before the
+    python command (e.g. a shell that runs it).
     """
     require_mpi4py()
     mpirun = find_mpirun()
     script = MPI_WORKERS / worker
     assert script.is_file(), f"no worker {script}"
-    cmd = [mpirun, "-n", str(nprocs), sys.executable, "-m", "mpi4py", str(script),
+    cmd = [mpirun, *mpirun_args, "-n", str(nprocs), *rank_prefix, sys.executable, "-m", "mpi4py", str(script),
            *map(str, args)]
     # no tune file (~/.cache/ringcomm/tune-<P>.conf) unless a test names one:
     # "auto" picks by the built-in defaults, the same for everyone
