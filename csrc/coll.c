@@ -1,6 +1,7 @@
 /* coll.c - collective entry points: argument checks (before any
  * communication), the algorithm tables and selection, and the run of one
  * task (operation context + dispatch).  Posting and ordering are progress.c's. */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,9 +236,10 @@ rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post) {
         return rc_set_error(comm->broken, "%s: communicator failed earlier: %s",
                             rc_coll_name(t->coll), comm->broken_msg);
     if (t->coll == RC_COLL_SEND || t->coll == RC_COLL_RECV) return RC_ERR_INTERNAL;
-    double t0 = comm->trace_id ? rc_now() : 0;
+    double t0 = rc_now(); /* this rank's arrival in the call (straggler.c) */
     uint32_t seq = comm->seq;
     rc_status_t st = RC_OK;
+    rc_strag_record(comm, seq, t->quiet ? NAN : t0);
     if (comm->size == 1) {
         comm->seq++;
         run_alone(t);
@@ -257,6 +259,7 @@ rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post) {
         st = find_algo(t->coll, t->algo)->run(comm, t);
     }
     if (comm->trace_id) rc_trace_op(comm, t, seq, t_post, t0, rc_now(), st);
+    if (st == RC_OK && !t->quiet && comm->strag.period_s > 0) st = rc_strag_tick(comm);
     return st;
 }
 
@@ -334,6 +337,7 @@ static rc_status_t check_finite(rc_comm_t *comm, const rc_task_t *t) {
 
 static rc_status_t post(rc_comm_t *comm, rc_task_t *t, rc_request_t **req) {
     RC_CHECK(check_coll(comm, t));
+    t->quiet = comm->strag.quiet;
     RC_CHECK(check_finite(comm, t));
     return rc_submit(comm, t, req, NULL);
 }

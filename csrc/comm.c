@@ -124,6 +124,10 @@ rc_status_t rc_comm_topology(const rc_comm_t *comm, int *order, int *ids) {
 }
 
 int rc_comm_rank(const rc_comm_t *comm) { return comm ? comm->rank : -1; }
+rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg) {
+    if (msg) *msg = comm && comm->broken ? comm->broken_msg : "";
+    return comm ? comm->broken : RC_ERR_INVALID_ARG;
+}
 int rc_comm_size(const rc_comm_t *comm) { return comm ? comm->size : -1; }
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm) { return comm ? comm->chunk_bytes : 0; }
 
@@ -184,6 +188,10 @@ rc_status_t rc_comm_create(int rank, int size, const char *token, double timeout
     const char *force = getenv("RINGCOMM_TRANSPORT");
     rc_status_t st;
     c->tp = rc_transports[0];
+    if ((st = rc_strag_init(c)) != RC_OK) {
+        rc_comm_destroy(c);
+        return st;
+    }
     if (force && *force && !strchr(force, ',')) {
         const rc_transport_ops_t *const *t = rc_transports;
         while (*t && strcmp((*t)->name, force) != 0) t++;
@@ -234,6 +242,7 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes) {
         if (CPU_ISSET(i, &cpus)) a.cpus[i / 8] |= (unsigned char)(1u << (i % 8));
     rc_topo_address(comm, &a);
     a.tune.t = comm->tune;
+    rc_strag_address(&a);
     for (int i = 0; i < comm->ntps; i++)
         if (comm->tps[i]->address) comm->tps[i]->address(comm, &a);
     memcpy(blob, &a, sizeof a);
@@ -310,6 +319,7 @@ rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_byte
         goto out;
     }
     RC_CHECK_GOTO(rc_p2p_init(comm), st, out);
+    RC_CHECK_GOTO(rc_strag_connect(comm, addrs), st, out);
     comm->connected = 1;
     comm->trace_id = rc_trace_comm(comm);
     if (rc_debug_level() >= RC_INFO) {
@@ -433,6 +443,7 @@ rc_status_t rc_comm_destroy(rc_comm_t *comm) {
     rc_p2p_free(comm);
     pthread_mutex_destroy(&comm->qmu);
     free(comm->scratch);
+    rc_strag_free(comm);
     free(comm);
     return RC_OK;
 }

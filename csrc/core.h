@@ -78,6 +78,7 @@ typedef struct rc_task {
     rc_algo_t algo;        /* resolved before the run: never RC_ALGO_AUTO */
     int root;              /* rooted collectives; the peer of send/recv */
     int tag;               /* send/recv */
+    int quiet;             /* the straggler report's own call: arrival not recorded (post) */
 } rc_task_t;
 
 /* ---- the operation in progress ---- */
@@ -136,6 +137,26 @@ typedef struct {
     uint8_t from[RC_NUM_TUNE];     /* RC_TUNE_FROM_* */
     char source[240];              /* "file PATH" or "built-in defaults (...)" */
 } rc_tune_t;
+
+/* straggler.c: every collective call's arrival time on this rank, in a
+ * ring of the last RC_STRAG_RING calls (bounded memory), and the periodic
+ * report of RINGCOMM_STRAGGLER (rank 0's setting). */
+#define RC_STRAG_RING 4096
+typedef struct {
+    double *t;             /* [RC_STRAG_RING] arrival (rc_now), NaN: a quiet call */
+    uint32_t *seq;         /* [RC_STRAG_RING] the call's sequence number */
+    int quiet;             /* calls posted now are not recorded (the report's own) */
+    double offset;         /* this rank's clock minus rank 0's (stragglers.py, Cristian) */
+    double period_s;       /* RINGCOMM_STRAGGLER: print at most every this many s (0: off) */
+    uint32_t every;        /* ... after an exchange every this many calls */
+    uint32_t since;        /* calls (not quiet) since the last exchange */
+    uint32_t from_seq;     /* first call the next exchange covers */
+    double *buf;           /* exchange: [every] here, [size * every] on rank 0 */
+    /* rank 0: the window since the last line */
+    double last_line, *med_sum, *held;
+    uint32_t *nlast, nx, ncalls;
+    char (*hosts)[64];     /* rank 0: each rank's host name, for the line */
+} rc_strag_t;
 
 struct rc_transport_ops;
 struct rc_shm;
@@ -214,6 +235,7 @@ struct rc_comm {
     _Atomic uint32_t kick_word;    /* bumped when there is work for the thread (futex) */
     _Atomic uint32_t kick_waiters;
     /* p2p.c: send/recv matching and streaming (executor only) */
+    rc_strag_t strag;              /* straggler.c */
     struct rc_p2p *p2p;
     int p2p_active;                /* started point-to-point operations not yet done */
     double p2p_moved_at;           /* when point-to-point traffic last moved (deadline) */
@@ -250,6 +272,19 @@ void rc_tune_adopt(rc_comm_t *comm, const rc_tune_t *rank0);
 /* coll.c: run one collective task on the executor. */
 /* t_post: when the task was posted (0: not queued) */
 rc_status_t rc_task_run(rc_comm_t *comm, const rc_task_t *t, double t_post);
+
+/* straggler.c */
+rc_status_t rc_strag_init(rc_comm_t *comm);   /* comm_create: the ring */
+/* comm_connect: rank 0's RINGCOMM_STRAGGLER, the host names (addrs). */
+rc_status_t rc_strag_connect(rc_comm_t *comm, const void *addrs);
+void rc_strag_free(rc_comm_t *comm);
+static inline void rc_strag_record(rc_comm_t *comm, uint32_t seq, double t) {
+    comm->strag.t[seq % RC_STRAG_RING] = t;
+    comm->strag.seq[seq % RC_STRAG_RING] = seq;
+}
+/* After a call (not quiet) that succeeded: every `every` calls, the
+ * periodic exchange (a quiet gather to rank 0), and rank 0's line. */
+rc_status_t rc_strag_tick(rc_comm_t *comm);
 
 /* Mark the communicator failed: sets the last error, makes the failure
  * sticky, and tells the peers (through the transport) so that they fail too

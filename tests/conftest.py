@@ -41,7 +41,8 @@ DEFAULT_RINGCOMM_TIMEOUT = "60"     # RINGCOMM_TIMEOUT inside mpirun jobs
 # from the inherited environment so every job sees only what its test sets.
 RINGCOMM_CONFIG_VARS = ("RINGCOMM_CHUNK_BYTES", "RINGCOMM_NSLOTS", "RINGCOMM_ALGO",
                         "RINGCOMM_TIMEOUT", "RINGCOMM_ISA", "RINGCOMM_SHM_CELLS",
-                        "RINGCOMM_SHM_P2P_CELLS")
+                        "RINGCOMM_SHM_P2P_CELLS", "RINGCOMM_STRAGGLER",
+                        "RINGCOMM_STRAGGLER_CALLS")
 
 # tests/mpi/*.py are launched by mpirun, never collected by pytest.
 collect_ignore = ["mpi"]
@@ -166,7 +167,8 @@ def _describe(cmd, env_extra, output, why):
 
 
 def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
-               expect_success=True, wrap=None) -> MpiResult:
+               expect_success=True, wrap=None, mpirun_args=(),
+               rank_prefix=()) -> MpiResult:
     """Run ``mpirun -n nprocs python -m mpi4py tests/mpi/<worker> args``.
 
     ``wrap(cmd) -> cmd`` runs the mpirun command inside another one (e.g.
@@ -175,13 +177,16 @@ def launch_mpi(nprocs, worker, *args, env=None, timeout=DEFAULT_MPI_TIMEOUT,
     With expect_success, the job must exit 0 and every rank must print its
     RINGCOMM-WORKER-OK line with a positive case count; otherwise the test
     fails showing the whole output.  A job that outlives ``timeout`` seconds is
-    killed (its whole process group) and fails the test.
+    killed (its whole process group) and fails the test.  mpirun_args go
+    before ``-n`` (e.g. ``-disable-auto-cleanup``); rank_prefix before the
+    python command (e.g. a shell that runs it).
     """
     require_mpi4py()
     mpirun = find_mpirun()
     script = MPI_WORKERS / worker
     assert script.is_file(), f"no worker {script}"
-    cmd = [mpirun, "-n", str(nprocs), sys.executable, "-m", "mpi4py", str(script),
+    cmd = [mpirun, *mpirun_args, "-n", str(nprocs), *rank_prefix, sys.executable, "-m", "mpi4py",
+           str(script),
            *map(str, args)]
     # no tune file (~/.cache/ringcomm/tune-<P>.conf) unless a test names one:
     # "auto" picks by the built-in defaults, the same for everyone

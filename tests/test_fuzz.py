@@ -152,10 +152,10 @@ with ringcomm.init() as _one:       # one rank: how many "auto" thresholds this 
 # magic, rank, size, pid, token, host, net, then rank 0's tuning: chunk, nslots,
 # algo, ntune, stream_min, the thresholds {v[NUM_TUNE], from[NUM_TUNE], source[240]}
 # ..., stream_min, machine[40], cpus[128], chunk_given, pad[3], shm_free_mib,
-# tune (384 bytes), then the spare area from 832: topo bits, topo_pad, package,
-# numa, l3 (uint16 each: any value is a valid sort key, csrc/topo.c), and
-# spare[184] from 840 (the straggler report's bytes start there)
-ADDR = struct.Struct("<Iiii64s128s48xIHbBQ40s128sB7x384sBxHHH184x")
+# tune (384 bytes), then the per-feature area from 832: topo bits, topo_pad,
+# package, numa, l3 (uint16 each: any value is a valid sort key, csrc/topo.c),
+# strag_every (u16) at 840, strag_pad, strag_ms (u32) at 844, spare[176]
+ADDR = struct.Struct("<Iiii64s128s48xIHbBQ40s128sB7x384sBxHHHH2xI176x")
 TUNE_T = struct.Struct(f"<{NUM_TUNE}Q{NUM_TUNE}B240s")
 
 
@@ -194,7 +194,7 @@ def test_addresses(size, bad_rank, field):
                 origins[-1] = 3
         tune = TUNE_T.pack(*([1024] * NUM_TUNE), *origins, source)
         blobs.append(ADDR.pack(magic, rank, sz, 1234, token, host, chunk, nslots, algo, ntune,
-                               8 << 20, b"machine", b"\x03", 0, tune, 1, r, 0xFFFF, 7 * r))
+                               8 << 20, b"machine", b"\x03", 0, tune, 1, r, 0xFFFF, 7 * r, 0, 0))
     assert len(blobs[0]) == 1024
     verdict = _fuzz_check(ADDRESSES, struct.pack("<i", size) + b"".join(blobs))
     broken = 0 <= bad_rank < size and field not in ("none", "unterminated", "source")

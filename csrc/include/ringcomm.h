@@ -134,6 +134,9 @@ rc_status_t rc_comm_address(rc_comm_t *comm, void *blob, size_t blob_bytes);
 rc_status_t rc_comm_connect(rc_comm_t *comm, const void *blobs, size_t blob_bytes);
 rc_status_t rc_comm_destroy(rc_comm_t *comm);   /* releases everything; NULL is fine */
 int rc_comm_rank(const rc_comm_t *comm);
+/* RC_OK while the communicator works; else the sticky failure (status) and
+ * its text in *msg (may be NULL).  For shrink (src/ringcomm/shrink.py). */
+rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg);
 int rc_comm_size(const rc_comm_t *comm);
 /* The chunk (slot) size in bytes and slot count this communicator uses. */
 size_t rc_comm_chunk_bytes(const rc_comm_t *comm);
@@ -149,6 +152,24 @@ rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name, u
 rc_status_t rc_comm_topology(const rc_comm_t *comm, int *order, int *ids);
 /* Where rank 0's thresholds came from: "file PATH" or "built-in defaults (...)". */
 const char *rc_comm_tune_source(const rc_comm_t *comm);
+
+/* ---- stragglers (straggler.c; the report is src/ringcomm/stragglers.py) ----
+ * Every collective call records this rank's arrival time (CLOCK_MONOTONIC
+ * seconds, when the call starts on this rank) under its sequence number,
+ * the same on every rank; the last 4096 calls are kept.
+ * rc_comm_seq: the sequence number of the next collective call.
+ * rc_comm_arrivals: out[i] = arrival of call first + i, NaN when it is not
+ * (or no longer) recorded or was quiet.  rc_comm_set_quiet: collectives
+ * posted while set are not recorded (the report's own calls) and do not
+ * count for RINGCOMM_STRAGGLER.  rc_comm_set_clock_offset: this rank's
+ * clock minus rank 0's, added to its times by the RINGCOMM_STRAGGLER
+ * exchange.  rc_comm_straggler_period: RINGCOMM_STRAGGLER as rank 0 set it
+ * (0: off). */
+uint32_t rc_comm_seq(const rc_comm_t *comm);
+rc_status_t rc_comm_arrivals(const rc_comm_t *comm, uint32_t first, uint32_t n, double *out);
+rc_status_t rc_comm_set_quiet(rc_comm_t *comm, int quiet);
+rc_status_t rc_comm_set_clock_offset(rc_comm_t *comm, double offset_s);
+double rc_comm_straggler_period(const rc_comm_t *comm);
 
 /* ---- MPI ----
  * rc_have_mpi: 1 when this build has the MPI transport (an MPI compiler

@@ -186,7 +186,7 @@ static void shm_stragglers(rc_comm_t *comm, char *buf, size_t len) {
 }
 
 static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const char *what,
-                                   int *warned) {
+                                   int *warned, _Atomic uint32_t *word, uint32_t seen) {
     RC_CHECK(shm_check_abort(comm));
     const struct rc_shm *s = comm->shm;
     for (int q = 0; q < s->nl; q++) {
@@ -196,6 +196,11 @@ static rc_status_t shm_slow_checks(rc_comm_t *comm, int peer, double t0, const c
         if (shm_peer_mismatch(comm, q, &theirs)) return rc_comm_mismatch(comm, r, &theirs);
         pid_t pid;
         if (shm_peer_dead(comm, q, &pid)) {
+            /* It posted what this rank waits for and then exited (its part
+             * of the call was done: the last ring step, then close and exit,
+             * as a shrink()'s survivors do without MPI_Finalize): this step
+             * completes; a later wait on it fails. */
+            if (atomic_load_explicit(word, memory_order_acquire) != seen) return RC_OK;
             char mine[160];
             rc_desc_format(&comm->cur.desc, mine, sizeof mine);
             return rc_comm_fail(comm, RC_ERR_PEER_LOST,
@@ -298,7 +303,7 @@ rc_shm_wait_change(rc_comm_t *comm, int peer, _Atomic uint32_t *word, uint32_t s
         double now = rc_now();
         if (now >= next_check) {
             if (extra) RC_CHECK(extra(comm, peer));
-            RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned));
+            RC_CHECK(shm_slow_checks(comm, peer, t0, what, &warned, word, seen));
             rc_desc_t later;
             /* the peer's later call seen (acquire) and still nothing here:
              * what it did in this call is complete, and it was not this.

@@ -49,14 +49,18 @@ typedef struct {
     uint8_t topo;
     uint8_t topo_pad;
     uint16_t topo_package, topo_numa, topo_l3;
-    /* 840..1023: still free; the straggler report takes its bytes from 840. */
-    unsigned char spare[RC_ADDRESS_BYTES - 840];
+    uint16_t strag_every; /* 840: RINGCOMM_STRAGGLER_CALLS (straggler.c; rank 0's is used) */
+    uint16_t strag_pad;
+    uint32_t strag_ms;    /* 844: RINGCOMM_STRAGGLER in ms (0: off) */
+    unsigned char spare[RC_ADDRESS_BYTES - 848];
 } rc_addr_t;
 _Static_assert(sizeof(rc_addr_t) == RC_ADDRESS_BYTES, "address blob size");
 _Static_assert(sizeof(rc_tune_t) <= sizeof(((rc_addr_t *)0)->tune.room), "tuning fits its room");
 _Static_assert(offsetof(rc_addr_t, shm_free_mib) == 444 && offsetof(rc_addr_t, tune) == 448 &&
                    offsetof(rc_addr_t, topo) == 832 && offsetof(rc_addr_t, topo_package) == 834 &&
-                   offsetof(rc_addr_t, topo_l3) == 838 && offsetof(rc_addr_t, spare) == 840,
+                   offsetof(rc_addr_t, topo_l3) == 838 &&
+                   offsetof(rc_addr_t, strag_every) == 840 && offsetof(rc_addr_t, strag_ms) == 844 &&
+                   offsetof(rc_addr_t, spare) == 848,
                "address blob layout (tests/test_fuzz.py packs it)");
 
 typedef struct rc_transport_ops {
@@ -113,6 +117,9 @@ typedef struct rc_transport_ops {
 rc_status_t rc_addr_check(rc_addr_t *addrs, int size, int me, const char *token);
 rc_status_t rc_shm_header_check(const void *hdr, size_t mapped, int p, char *why, size_t len);
 size_t rc_shm_header_bytes(void);
+
+/* straggler.c: RINGCOMM_STRAGGLER(_CALLS) into this rank's address (comm_address). */
+void rc_strag_address(rc_addr_t *a);
 
 #define RC_LANE_COLL 0
 #define RC_LANE_P2P 1

@@ -6,7 +6,7 @@ Argument checks run here, under the GIL, before any communication."""
 cimport cython
 from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBuffer_IsContiguous,
                              PyBUF_RECORDS_RO)
-from libc.stdint cimport uint64_t, uintptr_t
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
 from libc.string cimport memset
 
 cimport ringcomm.libringcomm as lib
@@ -328,6 +328,8 @@ cdef class Communicator:
     cdef public int _nsplit
     cdef public object _mpi4py   # the mpi4py communicator split() splits (None: not from MPI)
     cdef public bint _mpi4py_own # _mpi4py is ringcomm's (a split's): close() frees it
+    cdef public object _strag     # stragglers.py's state (window start, hosts, offset)
+    cdef public object _ft        # shrink.py's state (control socket, peers' addresses)
     cdef object __weakref__      # bootstrap.py closes MPI-backed ones before MPI_Finalize
 
     def __cinit__(self):
@@ -689,6 +691,64 @@ cdef class Communicator:
         r.is_recv = True
         return r
 
+    # ---- stragglers (the report is src/ringcomm/stragglers.py) ----
+
+    def stragglers(self, reset=False):
+        """Who the others waited for, over the collective calls since the last
+        reset (at most the last 4096): collective, every rank gets the same
+        StragglerReport (str() is a table, .as_dict() for tools).  reset=True
+        starts a new window after this report."""
+        from ringcomm.stragglers import report
+        return report(self, reset)
+
+    def _seq(self):
+        """The sequence number of the next collective call."""
+        return lib.rc_comm_seq(self._ptr())
+
+    def _arrivals(self, uint32_t first, uint32_t n):
+        """This rank's arrival times (CLOCK_MONOTONIC s) of calls first..first+n-1
+        (NaN: not recorded, overwritten or quiet), as a float64 numpy array."""
+        import numpy as np
+        out = np.empty(n, np.float64)
+        cdef double[::1] v = out
+        cdef double *p = &v[0] if n else NULL
+        _check(lib.rc_comm_arrivals(self._ptr(), first, n, p))
+        return out
+
+    def _set_quiet(self, bint quiet):
+        """Collectives posted while set are the report's own: not recorded."""
+        _check(lib.rc_comm_set_quiet(self._ptr(), quiet))
+
+    def _set_clock_offset(self, double offset):
+        _check(lib.rc_comm_set_clock_offset(self._ptr(), offset))
+
+    @property
+    def straggler_period(self):
+        """RINGCOMM_STRAGGLER as rank 0 set it (seconds; 0.0: off)."""
+        return lib.rc_comm_straggler_period(self._ptr())
+
+    # ---- surviving a lost rank (src/ringcomm/shrink.py) ----
+
+    def _failure(self):
+        """(status, text) of the sticky failure; (0, "") while healthy."""
+        cdef const char *msg = NULL
+        cdef lib.rc_status_t st = lib.rc_comm_failure(self._ptr(), &msg)
+        return int(st), msg.decode("utf-8", "replace") if msg != NULL else ""
+
+    def shrink(self, timeout=None):
+        """After a failure (RC_ERR_PEER_LOST, or a timeout): a new
+        Communicator of the ranks still alive, in their old order, once the
+        survivors agree on that set (collective over the survivors).  This
+        communicator stays failed; close() it."""
+        from ringcomm.shrink import shrink
+        return shrink(self, timeout)
+
+    def failed_ranks(self):
+        """The ranks of this communicator known to be lost (after shrink: the
+        ones it left out; before: those whose process is gone)."""
+        from ringcomm.shrink import failed_ranks
+        return failed_ranks(self)
+
     def split(self, color, int key=0, timeout=None):
         """A new communicator over the ranks that pass the same `color`
         (ordered by key, then rank), as MPI_Comm_split; collective over this
@@ -701,6 +761,10 @@ cdef class Communicator:
         a call still running on it raises (and its peers with it)."""
         cdef lib.rc_comm_t *c = self.c
         self.c = NULL
+        if self._ft is not None:
+            sock = self._ft.get("sock")
+            if sock is not None:
+                sock.close()
         if c != NULL:
             with nogil:
                 lib.rc_comm_destroy(c)

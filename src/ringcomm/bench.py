@@ -1585,6 +1585,10 @@ def main(argv=None) -> int:
     total_wrong, inexact = 0, set()
     busbw_sum = {}
     best_sum, ratio_logs = [], {p: [] for p in peers}
+    skews, stragglers_seen = [], {}  # arrival skew of ringcomm's calls per size (comm.stragglers)
+    has_report = hasattr(rc, "stragglers")
+    if has_report:
+        rc.stragglers(reset=True)
     try:
         for coll, dtype, op, algos in plan:
             factor = coll.busbw_factor(ctx.size)
@@ -1611,6 +1615,12 @@ def main(argv=None) -> int:
                     break
                 # like nccl-tests: the size column is what the counts move
                 size = coll.size_of(count, DTYPES[dtype][1], ctx.size)
+                if has_report:
+                    rep = rc.stragglers(reset=True)
+                    if rep.ncalls:
+                        skews.append((size, rep.median_skew))
+                    if rep.straggler is not None:
+                        stragglers_seen[rep.straggler] = stragglers_seen.get(rep.straggler, 0) + 1
                 line, stats = row_line(size, count, dtype, op, cols, factor, peers, memcpy, show_memcpy)
                 out(line)
                 md_rows.append(markdown_row(ctx.size, coll, dtype, op, args.root, size, cols, stats, peers,
@@ -1682,6 +1692,17 @@ def main(argv=None) -> int:
         span = f"; sizes >= 1M: {min(large):.2f}x .. {max(large):.2f}x" if len(large) > 1 else ""
         out(f"# x memcpy (allreduce) : ringcomm best time / one memcpy of the buffer: {at_big} at "
             f"{format_size(big)}{span}  (floor target: <= 2x for large sizes)")
+    if skews:
+        by_size = {}
+        for sz, sk in skews:
+            by_size.setdefault(sz, []).append(sk)
+        shown = ", ".join(f"{format_size(sz)} {statistics.median(v) * 1e6:.1f}"
+                          for sz, v in by_size.items())
+        named = ", ".join(f"rank {r} in {k} of {len(skews)} rows"
+                          for r, k in sorted(stragglers_seen.items())) or "none"
+        out(f"# arrival skew (us)    : median over ringcomm's calls of latest minus earliest "
+            f"arrival: {shown}")
+        out(f"#   straggler named    : {named}  (comm.stragglers(), docs/stragglers.md)")
     out(f"# sweep time {elapsed:.1f} s")
 
     if root and want_plot:
@@ -1708,6 +1729,7 @@ def main(argv=None) -> int:
             "timing": "median over repeats of (max over ranks of per-rank average per call);"
                       " sendrecv: half the round trip",
             "avg_busbw_GBps": avg_best, "wrong": total_wrong,
+            "arrival_skew_us": [[sz, sk * 1e6] for sz, sk in skews],
             "sizes": sizes, "cpu_model": cpu_model(), "loadavg_start": loadavg_start,
             "mpi_library": MPI.Get_library_version().strip().splitlines()[0],
             "torch_version": getattr(sys.modules.get("torch"), "__version__", None) if "gloo" in peers else None,

@@ -28,26 +28,43 @@ def _connect(rank, size, token, timeout, bcast_errors, allgather, mpi_comm=None)
     """Run the two phases; every rank raises if any rank failed.  mpi_comm:
     the mpi4py communicator whose ranks these are (the MPI transport talks
     on a duplicate of it)."""
-    comm, err, addr = None, None, b""
+    comm, err, addr, sock, ctl = None, None, b"", None, None
     try:
         comm = _core.Communicator._create(rank, size, token, timeout)
         if mpi_comm is not None and _core.HAVE_MPI:
             comm._set_mpi(mpi_comm.py2f())
         addr = comm._address()
+        if size > 1:
+            # the control socket shrink() finds the survivors through (shrink.py)
+            from ringcomm import shrink
+            sock, ctl = shrink.listen()
+            comm._ft = {"sock": sock}
     except Exception as e:  # reported to every rank below
         err = _describe(rank, e)
-    results = allgather((err, addr))
-    errors = [e for e, _ in results if e]
-    if not errors:
-        try:
-            comm._connect(b"".join(a for _, a in results))
-        except Exception as e:
-            err = _describe(rank, e)
-        errors = [e for e in bcast_errors(err) if e]
+    try:
+        results = allgather((err, addr, ctl))
+        errors = [r[0] for r in results if r[0]]
+        if not errors:
+            try:
+                comm._connect(b"".join(r[1] for r in results))
+            except Exception as e:
+                err = _describe(rank, e)
+            errors = [e for e in bcast_errors(err) if e]
+    except BaseException:
+        if comm is not None:
+            comm.close()
+        raise
     if errors:
         if comm is not None:
             comm.close()
         raise _core.RingcommError(errors[0][0], "communicator setup failed: " + _summary(errors))
+    if sock is not None:
+        comm._ft = {"sock": sock, "peers": [r[2] for r in results], "token": token}
+    if size > 1 and comm.straggler_period > 0:
+        # RINGCOMM_STRAGGLER (rank 0's, so every rank does this): host names
+        # and clock offsets for the periodic line
+        from ringcomm import stragglers
+        stragglers.setup(comm)
     return comm
 
 

@@ -1,5 +1,5 @@
 # Declarations of csrc/include/ringcomm.h only (mpi4py's libmpi.pxd shape).
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 
 cdef extern from "ringcomm.h" nogil:
     ctypedef enum rc_status_t:
@@ -102,6 +102,13 @@ cdef extern from "ringcomm.h" nogil:
     size_t rc_comm_chunk_bytes(const rc_comm_t *comm)
     int rc_have_mpi()
     rc_status_t rc_comm_set_mpi(rc_comm_t *comm, long long fhandle)
+
+    rc_status_t rc_comm_failure(const rc_comm_t *comm, const char **msg)
+    uint32_t rc_comm_seq(const rc_comm_t *comm)
+    rc_status_t rc_comm_arrivals(const rc_comm_t *comm, uint32_t first, uint32_t n, double *out)
+    rc_status_t rc_comm_set_quiet(rc_comm_t *comm, int quiet)
+    rc_status_t rc_comm_set_clock_offset(rc_comm_t *comm, double offset_s)
+    double rc_comm_straggler_period(const rc_comm_t *comm)
     rc_status_t rc_comm_threshold(const rc_comm_t *comm, int i, const char **name,
                                   uint64_t *value, const char **origin)
     const char *rc_comm_tune_source(const rc_comm_t *comm)

@@ -44,7 +44,7 @@ from torch.futures import Future
 from ringcomm import _core, bootstrap
 
 __all__ = ["ProcessGroupRingcomm", "allreduce_hook", "bf16_allreduce_hook", "fp16_allreduce_hook",
-           "BACKEND"]
+           "BACKEND", "stragglers", "communicator"]
 
 BACKEND = "ringcomm"
 
@@ -806,6 +806,27 @@ def _fill_env_from_mpi():
     os.environ.setdefault("LOCAL_WORLD_SIZE", str(len(local)))
     os.environ["MASTER_ADDR"] = addr
     os.environ["MASTER_PORT"] = port
+
+
+def communicator(group=None):
+    """The ringcomm.Communicator under a process group of this backend (the
+    default group when group is None)."""
+    pg = group if group is not None else dist.distributed_c10d._get_default_group()
+    if not isinstance(pg, ProcessGroupRingcomm):
+        try:
+            pg = pg._get_backend(torch.device("cpu"))
+        except Exception:  # not a group with backends
+            pass
+    if not isinstance(pg, ProcessGroupRingcomm):
+        raise ValueError("group: expected a process group of the %r backend, got %r"
+                         % (BACKEND, group))
+    return pg.communicator
+
+
+def stragglers(group=None, reset=False):
+    """comm.stragglers() of the group's communicator (collective over the
+    group): who the others waited for, the same report on every rank."""
+    return communicator(group).stragglers(reset=reset)
 
 
 def _register():
